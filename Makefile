@@ -1,0 +1,49 @@
+# Two commands from a bare clone: `make test` and `make demo`. Each creates .venv and installs pinned dependencies.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+PIP    := $(PY) -m pip
+PIN    := -c requirements/constraints.txt
+STAMP  := $(VENV)/.installed
+# Tests: 2 cores, tiny configurations; `-p no:cacheprovider` keeps a clean checkout clean.
+PYTEST_ARGS ?= -q -p no:cacheprovider
+
+.PHONY: venv test demo bench lint format clean robot-deps
+
+venv: $(STAMP)
+
+$(STAMP): setup.py requirements/constraints.txt
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install -q --upgrade pip setuptools wheel
+	# torch first, pinned to the CPU wheel, so nothing later pulls a CUDA build
+	$(PIP) install -q $(PIN) torch
+	$(PIP) install -q $(PIN) -e ".[dev]"
+	touch $(STAMP)
+
+# pytest exits 5 when it collects nothing: say so, and fail (an empty suite proves nothing).
+test: venv
+	@$(PY) -m pytest $(PYTEST_ARGS) test; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests (exit 5)" >&2; fi; exit $$rc
+
+demo: venv
+	$(PY) -m mole_vla_ros.cli demo
+
+bench: venv
+	$(PY) -m mole_vla_ros.cli bench
+
+lint: venv
+	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
+
+format: venv
+	$(PY) -m ruff check --fix .
+	$(PY) -m ruff format .
+
+clean:
+	rm -rf $(VENV) build dist *.egg-info
+
+# On a ROS 2 workstation: the Python dependencies rosdep cannot install (torch, transformers, ...), into the Python
+# that ROS uses. Then `colcon build --packages-select mole_vla_ros`.
+robot-deps:
+	$(PYTHON) -m pip install $(PIN) torch
+	$(PYTHON) -m pip install $(PIN) .

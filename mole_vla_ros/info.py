@@ -1,0 +1,49 @@
+"""`mole-vla info`: what this installation has: version, optional parts, share directory, bundled models."""
+
+from __future__ import annotations
+
+import importlib.util
+import platform
+from pathlib import Path
+
+import mole_vla_ros
+
+OPTIONAL = {
+    "rclpy": "ROS 2 nodes (policy, recorder, sim robot)",
+    "mujoco": "simulator (extra `sim`)",
+    "gguf": "preset `small` LLM weights (extra `small`)",
+    "efficientnet_lite_pytorch": "preset `small` vision weights (extra `small`)",
+    "timm": "preset `cogact-base` vision towers (extra `cogact`)",
+}
+
+
+def package_root() -> Path:
+    """The source tree (or share directory) holding launch/, config/ and models/."""
+    here = Path(mole_vla_ros.__file__).resolve().parent.parent
+    if (here / "config").is_dir():
+        return here
+    try:  # installed by colcon: ask ament
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("mole_vla_ros"))
+    except Exception:  # noqa: BLE001 - no ROS, no installed share: fall back to the source guess
+        return here
+
+
+def run(_args) -> int:
+    import torch
+
+    print(f"mole_vla_ros {mole_vla_ros.__version__}  python {platform.python_version()}  torch {torch.__version__}")
+    root = package_root()
+    print(f"package files: {root}")
+    for name, what in OPTIONAL.items():
+        present = importlib.util.find_spec(name) is not None
+        print(f"  {'yes' if present else 'no ':3}  {name:28} {what}")
+    models = sorted(p.name for p in (root / "models").iterdir() if p.is_dir()) if (root / "models").is_dir() else []
+    print(f"bundled models: {', '.join(models) or 'none'}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser("info", help="show version, optional parts and bundled models")
+    p.set_defaults(func=run)

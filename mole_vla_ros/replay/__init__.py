@@ -1,0 +1,1 @@
+"""Offline rosbag replay through the same node core as the live node."""

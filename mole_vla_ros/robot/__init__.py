@@ -1,0 +1,1 @@
+"""The robot, defined once: joint names, frames, limits (franka.py) and kinematics."""

@@ -1,0 +1,1 @@
+"""Simulated FR3 tabletop (MuJoCo): scripted demonstrations and closed-loop evaluation."""

@@ -1,0 +1,1 @@
+"""Two-stage training (full depth, then STAR + CogKD) and offline evaluation."""
