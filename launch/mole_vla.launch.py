@@ -1,0 +1,114 @@
+"""Start the MoLe-VLA policy node on a robot's topics (dry run by default), optionally with RViz.
+
+    ros2 launch mole_vla_ros mole_vla.launch.py instruction:="pick up the red cube"
+    ros2 launch mole_vla_ros mole_vla.launch.py namespace:=fr3_left checkpoint:=/data/ckpt output_mode:=joint_trajectory
+
+Parameters come from `params_file` (config/mole_vla.yaml by default); a launch argument left empty keeps the file's
+value, a non-empty one overrides it. Actuation needs BOTH dry_run:=false (or safety.dry_run: false in the file) and a
+call to the node's enable service: `ros2 service call /mole_vla_policy/enable std_srvs/srv/SetBool "{data: true}"`.
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+
+PACKAGE = "mole_vla_ros"
+EXECUTABLE = "mole_vla_policy"
+NODE_NAME = "mole_vla_policy"
+
+# (launch argument, default, description, parameter it overrides or None)
+ARGUMENTS = [
+    ("params_file", "", "ROS 2 params file for the node; empty = the package's config/mole_vla.yaml", None),
+    ("checkpoint", "", "MoLe-VLA checkpoint directory; empty = value in params_file", "policy.checkpoint"),
+    ("device", "", "torch device (auto, cpu, cuda, cuda:N); empty = value in params_file", "policy.device"),
+    ("instruction", "", "task instruction, e.g. 'pick up the red cube'; empty = value in params_file", "instruction"),
+    (
+        "camera_topics",
+        "",
+        "image topics as a YAML list, one per camera name, e.g. '[camera/front/image_raw]'",
+        "topics.cameras",
+    ),
+    (
+        "camera_names",
+        "",
+        "camera names as a YAML list matching the checkpoint's views, e.g. '[front, wrist]'",
+        "observation.camera_names",
+    ),
+    ("camera_transport", "", "raw (sensor_msgs/Image) or compressed (CompressedImage)", "topics.camera_transport"),
+    ("joint_states_topic", "", "sensor_msgs/JointState topic with the arm joints", "topics.joint_states"),
+    ("ee_pose_topic", "", "PoseStamped EE pose topic; empty keeps the file value", "topics.ee_pose"),
+    (
+        "output_mode",
+        "",
+        "pose (PoseStamped target stream) or joint_trajectory (JointTrajectory with velocities)",
+        "output_mode",
+    ),
+    ("dry_run", "", "true: publish predictions only, command nothing; false: commands after enable", "safety.dry_run"),
+    ("active_layers", "", "LLM layers STAR runs per step (0 = checkpoint default)", "policy.active_layers"),
+    ("robot_type", "", "fr3 or panda (frames and joint names)", "frames.robot_type"),
+    ("namespace", "", "robot namespace the node runs in (topics are relative to it)", None),
+    ("use_sim_time", "false", "use /clock (simulation, bag replay)", None),
+    ("use_rviz", "false", "start RViz with config/mole_vla.rviz", None),
+    ("log_level", "info", "node log level (debug, info, warn, error)", None),
+]
+
+
+def _parse_override(name: str, text: str):
+    """A launch-argument string as the parameter value it stands for (YAML scalar or list)."""
+    import yaml
+
+    value = yaml.safe_load(text)
+    if name in ("instruction", "policy.checkpoint") or isinstance(value, (dict, type(None))):
+        return text  # free text stays text even when it looks like YAML
+    return value
+
+
+def _launch_setup(context, *args, **kwargs):
+    share = get_package_share_directory(PACKAGE)
+    params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(share, "config", "mole_vla.yaml")
+    overrides = {}
+    for arg, _default, _desc, param in ARGUMENTS:
+        if param is None:
+            continue
+        text = LaunchConfiguration(arg).perform(context)
+        if text != "":
+            overrides[param] = _parse_override(param, text)
+    use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true"
+    namespace = LaunchConfiguration("namespace").perform(context)
+    actions = [
+        Node(
+            package=PACKAGE,
+            executable=EXECUTABLE,
+            name=NODE_NAME,
+            namespace=namespace,
+            output="screen",
+            emulate_tty=True,
+            parameters=[params_file, overrides, {"use_sim_time": use_sim_time}],
+            arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level").perform(context)],
+        )
+    ]
+    if LaunchConfiguration("use_rviz").perform(context).lower() == "true":
+        actions.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="mole_vla_rviz",
+                namespace=namespace,
+                arguments=["-d", os.path.join(share, "config", "mole_vla.rviz")],
+                parameters=[{"use_sim_time": use_sim_time}],
+                output="log",
+            )
+        )
+    return actions
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=desc) for name, default, desc, _ in ARGUMENTS]
+        + [OpaqueFunction(function=_launch_setup)]
+    )

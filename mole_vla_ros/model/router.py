@@ -1,0 +1,161 @@
+"""STAR: the Spatial-Temporal Aware Router that picks which LLM layers run for each sample (spec 2.1-2.4).
+
+    W_p        base_proj:        Linear(D -> d1), shared by both branches (Eq. 8)
+    S          spatial_router:   masked mean of W_p(visual tokens) -> Linear -> GELU -> Linear(-> N)      (Eq. 9)
+    T          temporal_router:  1-layer TransformerEncoder over W_p(text tokens), padding masked, masked mean
+               time_proj:        Linear(d1 -> N)                                                         (Eq. 10)
+    alpha      temp_controller:  sigmoid(Linear(pooled text) + temp_bias)                                 (Eq. 11)
+    p = softmax(alpha * (S + T) [+ Gumbel noise in training]);  M = top-k(p);  G = M + (p - p.detach())
+
+Differences from the released code, on purpose:
+- padding tokens are excluded from the temporal encoder (key padding mask) and from both mean pools, so the choice
+  does not depend on how much right padding a batch adds;
+- the temperature reads the pooled text feature instead of the BOS token, which is the same for every input and
+  made alpha a learned constant (set temperature_source="bos" for the code's behaviour);
+- G is built as M + (p - p.detach()): its forward value is exactly M (M - p.detach() + p can be off by one ulp).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .configuration import SKIP_MODES, RouterConfig
+
+
+@dataclass
+class RouterChoice:
+    """What the router decided for a batch.
+
+    indices:  per sample, the layers that ran, ascending (tuple of ints).
+    probs:    [B, N] router softmax (detached).
+    selected: [B, N] bool mask of running layers.
+    gate:     [B, N] straight-through gate (value == selected; carries gradient in STAR training), or None.
+    balance:  scalar balance loss mean(M * p) (the code's formula), 0 when the router did not pick.
+    k:        number of active layers per sample.
+    mode:     skip mode used.
+    """
+
+    indices: list[tuple[int, ...]]
+    probs: torch.Tensor
+    selected: torch.Tensor
+    gate: torch.Tensor | None
+    balance: torch.Tensor
+    k: int
+    mode: str
+
+
+def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean over dim 1 of x [B, L, C] counting only mask==1 positions."""
+    m = mask.to(x.dtype)[..., None]
+    return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+class STARRouter(nn.Module):
+    """Maps the (normed) input embeddings of one sample to N layer logits. See the module docstring."""
+
+    def __init__(self, cfg: RouterConfig, hidden_size: int, num_layers: int):
+        super().__init__()
+        self.cfg = cfg
+        self.num_layers = num_layers
+        d1 = cfg.proj_dim
+        self.base_proj = nn.Linear(hidden_size, d1)
+        self.spatial_router = nn.Sequential(
+            nn.Linear(d1, cfg.spatial_hidden), nn.GELU(), nn.Linear(cfg.spatial_hidden, num_layers, bias=False)
+        )
+        layer = nn.TransformerEncoderLayer(
+            d_model=d1,
+            nhead=cfg.temporal_heads,
+            dim_feedforward=cfg.temporal_ff,
+            dropout=cfg.temporal_dropout,
+            activation="gelu",
+            batch_first=True,
+        )
+        # nested tensors would change numerics between padded and unpadded batches; keep the plain path
+        self.temporal_router = nn.TransformerEncoder(layer, num_layers=1, enable_nested_tensor=False)
+        self.time_proj = nn.Linear(d1, num_layers, bias=False)
+        self.temp_controller = nn.Linear(d1, 1)
+        self.temp_bias = nn.Parameter(torch.ones(1))
+        self.reset_parameters()
+
+    @torch.no_grad()
+    def reset_parameters(self) -> None:
+        # what the code gets from HF _init_weights under strict=False loading: N(0, 0.02), zero bias, temp_bias = 1
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                m.weight.normal_(0.0, 0.02)
+                if m.bias is not None:
+                    m.bias.zero_()
+        self.temp_bias.fill_(1.0)
+
+    def logits(
+        self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(logits [B, N], temperature alpha [B, 1]) from visual tokens [B, P, D] and text tokens [B, T, D].
+
+        text_mask [B, T]: 1 for real tokens (BOS, prompt, EOS), 0 for right padding.
+        """
+        pi = self.base_proj(visual)
+        pt = self.base_proj(text)
+        s = self.spatial_router(pi.mean(1))  # the code mean-pools BEFORE the MLP
+        enc = self.temporal_router(pt, src_key_padding_mask=~text_mask.bool())
+        pooled = masked_mean(enc, text_mask)
+        t = self.time_proj(pooled)
+        temp_in = pooled if self.cfg.temperature_source == "text_mean" else pt[:, 0]
+        alpha = torch.sigmoid(self.temp_controller(temp_in) + self.temp_bias)
+        return (s + t) * alpha, alpha
+
+    def choose(
+        self,
+        logits: torch.Tensor,
+        k: int,
+        mode: str = "star",
+        generator: torch.Generator | None = None,
+    ) -> RouterChoice:
+        """Turn logits into the per-sample layer choice for skip `mode` with k active layers."""
+        b, n = logits.shape
+        if not isinstance(k, int) or isinstance(k, bool) or not 1 <= k <= n:
+            raise ValueError(f"active_layers must be an integer in 1..{n} (the LLM has {n} layers), got {k!r}.")
+        if mode not in SKIP_MODES:
+            raise ValueError(f"skip_mode must be one of {list(SKIP_MODES)}, got {mode!r}.")
+        probs = torch.softmax(logits.float(), dim=-1)
+        zero = logits.sum() * 0.0
+        if mode == "full" or (mode == "star" and k == n):
+            selected = torch.ones(b, n, dtype=torch.bool, device=logits.device)
+            gate = None
+            balance = (probs * selected).mean() if mode == "star" else zero
+            if mode == "star" and self.training:
+                gate = selected.to(probs.dtype) + (probs - probs.detach())
+        elif mode == "star":
+            scores = probs
+            if self.training and self.cfg.gumbel_noise:
+                g = -torch.log(-torch.log(torch.rand(logits.shape, device=logits.device).clamp(1e-9, 1 - 1e-9)))
+                scores = torch.softmax((logits.float() + g) / self.cfg.gumbel_tau, dim=-1)
+            top = scores.topk(k, dim=-1).indices
+            selected = torch.zeros(b, n, dtype=torch.bool, device=logits.device).scatter_(1, top, True)
+            # forward value exactly `selected`, gradient through the (possibly noisy) softmax
+            gate = selected.to(scores.dtype) + (scores - scores.detach())
+            balance = (selected.to(probs.dtype) * probs).mean()
+        elif mode == "early":
+            selected = torch.zeros(b, n, dtype=torch.bool, device=logits.device)
+            selected[:, :k] = True
+            gate, balance = None, zero
+        else:  # random: k distinct layers per sample, reproducible through `generator`
+            gen_device = generator.device if generator is not None else torch.device("cpu")
+            noise = torch.rand((b, n), generator=generator, device=gen_device).to(logits.device)
+            top = noise.topk(k, dim=-1).indices
+            selected = torch.zeros(b, n, dtype=torch.bool, device=logits.device).scatter_(1, top, True)
+            gate, balance = None, zero
+        sel_cpu = selected.detach().cpu()
+        indices = [tuple(int(i) for i in row.nonzero().squeeze(1).tolist()) for row in sel_cpu]
+        return RouterChoice(
+            indices=indices,
+            probs=probs.detach(),
+            selected=selected,
+            gate=gate,
+            balance=balance,
+            k=k if mode != "full" else n,
+            mode=mode,
+        )

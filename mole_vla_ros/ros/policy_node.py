@@ -1,0 +1,528 @@
+"""ROS 2 node `mole_vla_policy`: a thin rclpy shell around the runtime core `PolicyRuntime`.
+
+Wiring (names relative to the node's namespace; `~/` = /<ns>/mole_vla_policy/):
+
+  subscribes  topics.cameras[i]            sensor_msgs/Image (or CompressedImage on <topic>/compressed)  sensor-data QoS
+              topics.joint_states          sensor_msgs/JointState (arm joints matched by name)           best effort
+              topics.ee_pose               geometry_msgs/PoseStamped (franka current_pose), or TF when ""  best effort
+              topics.gripper_state         sensor_msgs/JointState (finger joints -> width)                best effort
+              topics.robot_state           franka_msgs/FrankaRobotState (robot_mode interlock)            best effort
+              topics.instruction           std_msgs/String                                               transient local
+  publishes   topics.pose_command          geometry_msgs/PoseStamped   (output_mode pose, only when not dry run)
+              topics.joint_trajectory      trajectory_msgs/JointTrajectory with velocities (joint_trajectory mode)
+              ~/target_pose_preview        geometry_msgs/PoseStamped: what would be / is commanded (always)
+              ~/predicted_trajectory       trajectory_msgs/MultiDOFJointTrajectory of each accepted chunk
+              ~/predicted_path             nav_msgs/Path of each accepted chunk
+              ~/markers                    visualization_msgs/MarkerArray (chunks, gripper colours, fading)
+              ~/active_layers              std_msgs/Int32MultiArray: LLM layers STAR ran for the newest chunk
+              ~/layer_probs                std_msgs/Float32MultiArray: router probability per layer
+              /diagnostics                 diagnostic_msgs/DiagnosticArray
+  actions     topics.gripper_actions/move, /grasp   franka_msgs/action/Move, Grasp (send_goal_async, never blocks)
+  services    ~/enable  std_srvs/SetBool    (true: start actuating if allowed; false: stop and hold)
+              ~/reset   std_srvs/Trigger    (new episode: forget chunks and history, stay enabled/disabled as is)
+  parameters  see config/mole_vla.yaml; `instruction` and `policy.active_layers` may change at run time
+              (`ros2 param set`), every other parameter needs a restart.
+
+Nothing moves before `~/enable` is called, and nothing is ever commanded in dry run: the command publishers are not
+even created. Model loading and warm-up finish before any subscription exists, so the first observation meets a
+ready policy. Callbacks only convert messages and hand them to the core; the control timer hands the core's
+outputs to publishers. One single-threaded executor runs everything, so the core is never called concurrently;
+inference itself runs on the core's own worker thread.
+"""
+
+from __future__ import annotations
+
+import array
+import time
+from collections import Counter
+from typing import Any
+
+from mole_vla_ros.robot.franka import describe
+from mole_vla_ros.ros import conversions as conv
+from mole_vla_ros.ros.params import NODE_NAME, NodeSettings, parameter_specs, settings_from_flat
+
+OUTPUT_TOPICS: dict[str, str] = {
+    "target_pose_preview": "~/target_pose_preview",
+    "predicted_trajectory": "~/predicted_trajectory",
+    "predicted_path": "~/predicted_path",
+    "markers": "~/markers",
+    "layers": "~/active_layers",
+    "layer_probs": "~/layer_probs",
+}
+OUTPUT_TYPES: dict[str, str] = {
+    "target_pose_preview": "geometry_msgs/msg/PoseStamped",
+    "predicted_trajectory": "trajectory_msgs/msg/MultiDOFJointTrajectory",
+    "predicted_path": "nav_msgs/msg/Path",
+    "markers": "visualization_msgs/msg/MarkerArray",
+    "layers": "std_msgs/msg/Int32MultiArray",
+    "layer_probs": "std_msgs/msg/Float32MultiArray",
+    "pose_command": "geometry_msgs/msg/PoseStamped",
+    "joint_trajectory": "trajectory_msgs/msg/JointTrajectory",
+}
+DIAGNOSTICS_TOPIC = "/diagnostics"
+SERVICES: dict[str, tuple[str, str]] = {
+    "enable": ("~/enable", "std_srvs/srv/SetBool"),
+    "reset": ("~/reset", "std_srvs/srv/Trigger"),
+}
+# Changeable while running. Everything else shapes subscriptions, the loaded model or the safety limits.
+DYNAMIC_PARAMETERS = ("instruction", "policy.active_layers")
+# Parameters rclpy itself declares or reads.
+_ROS_OWNED_PREFIXES = ("use_sim_time", "qos_overrides.", "start_type_description_service")
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# Parameters
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+def declare_and_read_parameters(node: Any) -> NodeSettings:
+    """Declare every parameter (with its description), reject unknown ones, and validate them into NodeSettings.
+
+    Raises ValueError with a message naming the bad parameter; the caller refuses to start.
+    """
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    specs = parameter_specs()
+    for spec in specs:
+        # dynamic typing: `command_rate_hz: 100` (an int in YAML) must not crash rclpy's type check; our own
+        # validation below gives the readable error for values of a really wrong type.
+        descriptor = ParameterDescriptor(
+            description=spec.description,
+            additional_constraints=f"type {spec.type_name}",
+            dynamic_typing=True,
+            read_only=spec.name not in DYNAMIC_PARAMETERS,
+        )
+        node.declare_parameter(spec.name, spec.default, descriptor)
+    declared = {s.name for s in specs}
+    overrides = getattr(node, "_parameter_overrides", {}) or {}
+    unknown = sorted(name for name in overrides if name not in declared and not name.startswith(_ROS_OWNED_PREFIXES))
+    if unknown:
+        raise ValueError(
+            f"unknown parameter(s) {unknown} for node {NODE_NAME}; check the spelling against config/mole_vla.yaml"
+        )
+    values = {spec.name: _plain_value(node.get_parameter(spec.name).value) for spec in specs}
+    return settings_from_flat(values)
+
+
+def _plain_value(value: Any) -> Any:
+    if isinstance(value, (array.array, tuple)):
+        return list(value)
+    return value
+
+
+# ----------------------------------------------------------------------------------------------------------------------
+# The shell
+# ----------------------------------------------------------------------------------------------------------------------
+
+
+class PolicyNodeShell:
+    """Everything the node owns: the core, its publishers, subscriptions, timers and services.
+
+    `policy` may be passed in (tests, a remote client); by default it is loaded from `settings.node.policy`.
+    """
+
+    def __init__(self, node: Any, settings: NodeSettings, policy: Any = None, executor: str = "thread"):
+        from rclpy.action import ActionClient  # noqa: F401  (fail early, before the model loads, if rclpy is broken)
+
+        from mole_vla_ros.ros.messages import RclpyMessages
+        from mole_vla_ros.ros.outputs import OutputBuilder
+        from mole_vla_ros.runtime.node_core import PolicyRuntime
+
+        self.node = node
+        self.settings = settings
+        self.log = node.get_logger()
+        self.factory = RclpyMessages()
+        cfg, ncfg = settings.runtime, settings.node
+        self.robot = describe(cfg.frames.robot_type)
+        self.input_errors: Counter[str] = Counter()
+        self.gripper_events: Counter[str] = Counter()
+        self._last_diagnostics = None
+
+        # 1. model + core, warmed up before any input is subscribed
+        if policy is None:
+            from mole_vla_ros.ros.policy_source import load_policy
+
+            policy = load_policy(ncfg.policy)
+        self.policy = policy
+        self.runtime = PolicyRuntime(cfg, policy, executor=executor)
+        t0 = time.perf_counter()
+        self.runtime.warmup()
+        self.log.info(f"policy warmed up in {time.perf_counter() - t0:.1f} s")
+        if cfg.instruction:
+            self.runtime.set_instruction(cfg.instruction)
+        self.outputs = OutputBuilder(
+            self.factory,
+            ncfg.markers,
+            cfg.frames.ee_frame,
+            node_name=node.get_fully_qualified_name(),
+            hardware_id=cfg.frames.robot_type,
+        )
+
+        self._create_publishers()
+        self._create_gripper_clients()
+        self._create_subscriptions()
+        self._create_services()
+        self._create_timers()
+        node.add_on_set_parameters_callback(self._on_set_parameters)
+        mode = "DRY RUN (nothing is commanded)" if cfg.safety.dry_run else f"{cfg.output_mode} commands after ~/enable"
+        self.log.info(f"ready: {len(ncfg.topics.cameras)} camera(s), output {mode}")
+
+    # -- wiring --------------------------------------------------------------------------------------------------------
+    def _create_publishers(self) -> None:
+        from mole_vla_ros.ros.qos import profile
+
+        cfg, topics = self.settings.runtime, self.settings.node.topics
+        msg = self.factory.message_class
+        self.pub: dict[str, Any] = {
+            key: self.node.create_publisher(msg(OUTPUT_TYPES[key]), name, profile("visualization"))
+            for key, name in OUTPUT_TOPICS.items()
+        }
+        self.pub["diagnostics"] = self.node.create_publisher(
+            msg("diagnostic_msgs/msg/DiagnosticArray"), DIAGNOSTICS_TOPIC, profile("diagnostics")
+        )
+        # In dry run the command publishers do not exist: a controller cannot receive a command by mistake, and
+        # `ros2 topic info` shows it.
+        if not cfg.safety.dry_run:
+            if cfg.output_mode == "pose":
+                self.pub["pose_command"] = self.node.create_publisher(
+                    msg(OUTPUT_TYPES["pose_command"]), topics.pose_command, profile("command")
+                )
+            else:
+                self.pub["joint_trajectory"] = self.node.create_publisher(
+                    msg(OUTPUT_TYPES["joint_trajectory"]), topics.joint_trajectory, profile("command")
+                )
+
+    def _create_gripper_clients(self) -> None:
+        self.gripper_clients: dict[str, Any] = {}
+        ns = self.settings.node.topics.gripper_actions
+        if not ns or self.settings.runtime.safety.dry_run:
+            return
+        try:
+            from franka_msgs.action import Grasp, Move
+        except ImportError:
+            self.log.warn("franka_msgs is not installed: gripper commands are disabled (topics.gripper_actions)")
+            return
+        from rclpy.action import ActionClient
+
+        self.gripper_clients = {
+            "move": ActionClient(self.node, Move, f"{ns}/move"),
+            "grasp": ActionClient(self.node, Grasp, f"{ns}/grasp"),
+        }
+
+    def _create_subscriptions(self) -> None:
+        from mole_vla_ros.ros.qos import franka_pose_profile, profile
+
+        cfg, topics = self.settings.runtime, self.settings.node.topics
+        msg = self.factory.message_class
+        self.subs: list[Any] = []
+        compressed = topics.camera_transport == "compressed"
+        image_type = msg("sensor_msgs/msg/CompressedImage" if compressed else "sensor_msgs/msg/Image")
+        for name, topic in zip(cfg.observation.camera_names, topics.cameras):
+            topic = f"{topic}/compressed" if compressed else topic
+            self.subs.append(
+                self.node.create_subscription(
+                    image_type, topic, self._camera_callback(name, compressed), profile("camera")
+                )
+            )
+        joint_state = msg("sensor_msgs/msg/JointState")
+        self.subs.append(
+            self.node.create_subscription(joint_state, topics.joint_states, self._on_joint_state, profile("state"))
+        )
+        if topics.gripper_state:
+            self.subs.append(
+                self.node.create_subscription(
+                    joint_state, topics.gripper_state, self._on_gripper_state, profile("state")
+                )
+            )
+        self.tf_buffer = None
+        if topics.ee_pose:
+            self.subs.append(
+                self.node.create_subscription(
+                    msg("geometry_msgs/msg/PoseStamped"),
+                    topics.ee_pose,
+                    self._on_ee_pose,
+                    franka_pose_profile(topics.ee_pose_best_effort),
+                )
+            )
+        elif cfg.observation.ee_pose_source == "topic":
+            from tf2_ros import Buffer, TransformListener
+
+            self.tf_buffer = Buffer()
+            self.tf_listener = TransformListener(self.tf_buffer, self.node)
+        if topics.robot_state:
+            try:
+                from franka_msgs.msg import FrankaRobotState
+            except ImportError:
+                if cfg.safety.require_robot_mode:
+                    raise RuntimeError(
+                        "safety.require_robot_mode is true but franka_msgs is not installed, so the robot mode can "
+                        "never be read; install franka_msgs or set safety.require_robot_mode: false"
+                    ) from None
+                self.log.warn("franka_msgs is not installed: robot-mode interlock inactive (topics.robot_state)")
+            else:
+                self.subs.append(
+                    self.node.create_subscription(
+                        FrankaRobotState, topics.robot_state, self._on_robot_state, profile("state")
+                    )
+                )
+        self.subs.append(
+            self.node.create_subscription(
+                msg("std_msgs/msg/String"), topics.instruction, self._on_instruction, profile("instruction")
+            )
+        )
+
+    def _create_services(self) -> None:
+        from std_srvs.srv import SetBool, Trigger
+
+        self.srv_enable = self.node.create_service(SetBool, SERVICES["enable"][0], self._on_enable)
+        self.srv_reset = self.node.create_service(Trigger, SERVICES["reset"][0], self._on_reset)
+
+    def _create_timers(self) -> None:
+        cfg, ncfg = self.settings.runtime, self.settings.node
+        self.timers = [
+            self.node.create_timer(1.0 / cfg.trajectory.command_rate_hz, self._on_control_tick),
+            self.node.create_timer(ncfg.diagnostics_period_s, self._on_diagnostics_tick),
+            self.node.create_timer(1.0 / ncfg.visualization_rate_hz, self._on_visualization_tick),
+        ]
+        if self.tf_buffer is not None:
+            self.timers.append(self.node.create_timer(1.0 / cfg.observation.camera_rate_hz, self._on_tf_tick))
+
+    # -- inputs: convert and hand to the core ---------------------------------------------------------------------
+    def now(self) -> float:
+        """Node clock in seconds (ROS time: follows /clock with use_sim_time)."""
+        return self.node.get_clock().now().nanoseconds * 1e-9
+
+    def _reject_input(self, what: str, exc: Exception) -> None:
+        self.input_errors[what] += 1
+        self.log.error(f"{what}: {exc}", throttle_duration_sec=5.0)
+
+    def _camera_callback(self, name: str, compressed: bool):
+        convert = conv.compressed_to_frame if compressed else conv.image_to_frame
+        what = f"camera/{name}"
+
+        def callback(msg: Any) -> None:
+            try:
+                self.runtime.on_camera(convert(msg, name))
+            except ValueError as exc:
+                self._reject_input(what, exc)
+
+        return callback
+
+    def _on_joint_state(self, msg: Any) -> None:
+        try:
+            self.runtime.on_joint_state(conv.joint_state_to_sample(msg, self.robot.arm_joint_names))
+            if not self.settings.node.topics.gripper_state:
+                gripper = conv.joint_state_to_gripper(msg, self.robot.finger_joint_names)
+                if gripper is not None:
+                    self.runtime.on_gripper(gripper)
+        except ValueError as exc:
+            self._reject_input("joint_states", exc)
+
+    def _on_gripper_state(self, msg: Any) -> None:
+        try:
+            gripper = conv.joint_state_to_gripper(msg, self.robot.finger_joint_names)
+            if gripper is None:
+                raise ValueError(
+                    f"gripper JointState lacks {list(self.robot.finger_joint_names)}; it has {list(msg.name)}"
+                )
+            self.runtime.on_gripper(gripper)
+        except ValueError as exc:
+            self._reject_input("gripper_state", exc)
+
+    def _on_ee_pose(self, msg: Any) -> None:
+        try:
+            sample = conv.pose_stamped_to_sample(msg, child_frame_id=self.settings.runtime.frames.ee_frame)
+            self._check_frame(sample.frame_id, "ee_pose")
+            self.runtime.on_ee_pose(sample)
+        except ValueError as exc:
+            self._reject_input("ee_pose", exc)
+
+    def _on_tf_tick(self) -> None:
+        from rclpy.time import Time
+
+        frames = self.settings.runtime.frames
+        try:
+            tf = self.tf_buffer.lookup_transform(frames.base_frame, frames.ee_frame, Time())
+        except Exception as exc:  # tf2 raises LookupException / ExtrapolationException / ConnectivityException
+            self._reject_input("tf", ValueError(f"no transform {frames.base_frame} -> {frames.ee_frame}: {exc}"))
+            return
+        try:
+            self.runtime.on_ee_pose(conv.transform_to_sample(tf))
+        except ValueError as exc:
+            self._reject_input("tf", exc)
+
+    def _check_frame(self, frame_id: str, what: str) -> None:
+        base = self.settings.runtime.frames.base_frame
+        if frame_id and frame_id != base:
+            raise ValueError(
+                f"{what} is expressed in frame {frame_id!r} but frames.base_frame is {base!r}; set frames.base_frame "
+                "or publish the pose in the base frame"
+            )
+
+    def _on_robot_state(self, msg: Any) -> None:
+        self.runtime.on_robot_mode(conv.robot_mode_name(msg))
+
+    def _on_instruction(self, msg: Any) -> None:
+        try:
+            text = conv.instruction_from_msg(msg)
+        except ValueError as exc:
+            self._reject_input("instruction", exc)
+            return
+        self.runtime.set_instruction(text)
+        self.log.info(f"instruction: {text!r}")
+
+    # -- outputs ---------------------------------------------------------------------------------------------------
+    def _on_control_tick(self) -> None:
+        step = self.runtime.step(self.now())
+        self._last_diagnostics = step.diagnostics
+        for key, message in self.outputs.commands(step).items():
+            publisher = self.pub.get(key)
+            if publisher is not None:  # no command publisher exists in dry run
+                publisher.publish(message)
+        if step.gripper_command is not None:
+            self._send_gripper(step.gripper_command)
+        if step.chunk is not None:
+            for key, message in self.outputs.chunk(step.chunk).items():
+                self.pub[key].publish(message)
+
+    def _send_gripper(self, command: Any) -> None:
+        kind, goal = self.outputs.gripper_goal(command)
+        client = self.gripper_clients.get(kind)
+        if client is None:
+            self.gripper_events["no_client"] += 1
+            return
+        if not client.server_is_ready():
+            self.gripper_events["server_unavailable"] += 1
+            self.log.warn(f"gripper action server {kind} is not available; command dropped", throttle_duration_sec=5.0)
+            return
+        self.gripper_events[f"sent/{kind}"] += 1
+        future = client.send_goal_async(goal)  # never block the control timer on the (slow, blocking) hand
+        future.add_done_callback(lambda f, k=kind: self._on_gripper_goal_response(k, f))
+
+    def _on_gripper_goal_response(self, kind: str, future: Any) -> None:
+        handle = future.result()
+        if handle is None or not handle.accepted:
+            self.gripper_events[f"rejected/{kind}"] += 1
+            self.log.warn(f"gripper {kind} goal was rejected")
+
+    def _on_diagnostics_tick(self) -> None:
+        if self._last_diagnostics is None:
+            return
+        extra = {f"input_errors.{k}": v for k, v in self.input_errors.items()}
+        extra.update({f"gripper.{k}": v for k, v in self.gripper_events.items()})
+        self.pub["diagnostics"].publish(self.outputs.diagnostics(self._last_diagnostics, extra))
+
+    def _on_visualization_tick(self) -> None:
+        markers = self.outputs.markers(self.now())
+        if markers is not None:
+            self.pub["markers"].publish(markers)
+
+    # -- services and parameters -----------------------------------------------------------------------------------
+    def _on_enable(self, request: Any, response: Any) -> Any:
+        if request.data:
+            try:
+                refusal = self.runtime.enable()
+            except (RuntimeError, ValueError) as exc:
+                refusal = str(exc)
+            if isinstance(refusal, str) and refusal:
+                response.success, response.message = False, f"not enabled: {refusal}"
+            elif refusal is False:
+                response.success, response.message = False, "not enabled (see /diagnostics for the reason)"
+            else:
+                response.success = True
+                response.message = (
+                    "enabled in DRY RUN: predictions only; restart with dry_run:=false to command the robot"
+                    if self.settings.runtime.safety.dry_run
+                    else "enabled: commanding the robot"
+                )
+        else:
+            self.runtime.disable("operator request (~/enable false)")
+            response.success, response.message = True, "disabled: holding the last commanded pose"
+        self.log.info(response.message)
+        return response
+
+    def _on_reset(self, request: Any, response: Any) -> Any:
+        self.runtime.reset_episode()
+        self.outputs.clear()
+        response.success, response.message = True, "episode reset"
+        self.log.info("episode reset")
+        return response
+
+    def _on_set_parameters(self, params: list) -> Any:
+        from rcl_interfaces.msg import SetParametersResult
+
+        for p in params:
+            if p.name == "use_sim_time":
+                continue
+            if p.name not in DYNAMIC_PARAMETERS:
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"{p.name} cannot change while the node runs; restart it with the new value",
+                )
+            if p.name == "instruction" and not (isinstance(p.value, str) and p.value.strip()):
+                return SetParametersResult(successful=False, reason="instruction must be a non-empty string")
+            if p.name == "policy.active_layers":
+                num_layers = getattr(self.policy, "num_layers", None)
+                ok = isinstance(p.value, int) and not isinstance(p.value, bool) and p.value >= 0
+                if not ok or (num_layers and p.value > num_layers):
+                    return SetParametersResult(
+                        successful=False,
+                        reason=f"policy.active_layers must be an integer in 0..{num_layers} (0 = default), got {p.value!r}",
+                    )
+        for p in params:
+            if p.name == "instruction":
+                self.runtime.set_instruction(p.value.strip())
+                self.log.info(f"instruction: {p.value.strip()!r}")
+            elif p.name == "policy.active_layers":
+                self._set_active_layers(p.value)
+        return SetParametersResult(successful=True)
+
+    def _set_active_layers(self, k: int) -> None:
+        setter = getattr(self.runtime, "set_active_layers", None)
+        if setter is not None:
+            setter(k or None)
+        else:  # the policy reads its own attribute on every inference
+            default = getattr(self.policy, "default_active_layers", None) or self.policy.active_layers
+            self.policy.active_layers = k or default
+        self.log.info(f"active layers: {k or 'checkpoint default'}")
+
+    def shutdown(self) -> None:
+        """Stop actuating and the core's worker thread."""
+        try:
+            self.runtime.disable("node shutting down")
+        finally:
+            close = getattr(self.runtime, "close", None)
+            if close is not None:
+                close()
+
+
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run mole_vla_ros mole_vla_policy`. Exit code 2 when parameters are invalid."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+
+    rclpy.init(args=args)
+    node = rclpy.create_node(NODE_NAME)
+    shell = None
+    try:
+        try:
+            settings = declare_and_read_parameters(node)
+        except ValueError as exc:
+            node.get_logger().fatal(f"refusing to start, invalid parameters: {exc}")
+            return 2
+        try:
+            shell = PolicyNodeShell(node, settings)
+        except (ValueError, RuntimeError, FileNotFoundError) as exc:
+            node.get_logger().fatal(f"refusing to start: {exc}")
+            return 2
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        if shell is not None:
+            shell.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0

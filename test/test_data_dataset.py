@@ -1,0 +1,220 @@
+"""Dataset building on synthetic recordings: multi-rate streams with jitter and drops are aligned without looking
+ahead, gaps are reported, and the actions recomputed from recorded poses are the actions that generated them."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from mole_vla_ros.data.alignment import latest_at_or_before, tick_times
+from mole_vla_ros.data.dataset import DatasetConfig, TrainingDataset, build_dataset, episode_samples, split_episodes
+from mole_vla_ros.data.episode import EpisodeMetadata, EpisodeWriter, QosSpec, TopicSpec
+from mole_vla_ros.data.typestore import default_message, get_typestore
+from mole_vla_ros.interfaces import Pose
+from mole_vla_ros.model.normalization import ActionNormalizer
+from mole_vla_ros.runtime import rotations as rot
+from mole_vla_ros.runtime.action_space import get_action_space
+
+NS = 1_000_000_000
+T0 = 1_760_000_000 * NS
+TICK = NS // 10  # 10 Hz samples
+SPACE = get_action_space("delta_xyz_abs_rpy")
+TOPICS = [
+    TopicSpec("/camera/scene/image_raw", "sensor_msgs/msg/Image", QosSpec.sensor_data(), 30),
+    TopicSpec("/camera/wrist/image_raw", "sensor_msgs/msg/Image", QosSpec.sensor_data(), 15),
+    TopicSpec("/franka_robot_state_broadcaster/current_pose", "geometry_msgs/msg/PoseStamped", expected_hz=100),
+    TopicSpec("/franka_gripper/joint_states", "sensor_msgs/msg/JointState", expected_hz=20),
+]
+
+
+def _stamp(msg, t_ns):
+    msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(t_ns), NS)
+
+
+def _generating_trajectory(rng, k: int):
+    """Poses P_0..P_k-1 (one per 10 Hz tick) from known actions, and the gripper state per tick."""
+    poses = [Pose(np.array([0.4, 0.0, 0.3]), rot.rpy_to_quat(np.array([np.pi - 0.05, 0.1, 0.2])))]
+    gripper = np.ones(k)
+    gripper[k // 2 :] = 0.0  # closes half way
+    for _ in range(k - 1):
+        dp = rng.normal(0, 0.01, 3)
+        rpy = rot.quat_to_rpy(poses[-1].quaternion) + rng.normal(0, 0.05, 3)
+        poses.append(Pose(poses[-1].position + dp, rot.rpy_to_quat(rpy)))
+    return poses, gripper
+
+
+def write_episode(root, name, rng, k=30, drop_scene=(), instruction="stack the cup", success=True):
+    """A synthetic recording: pose 100 Hz (jittered, constant within each tick window), gripper 20 Hz, scene camera
+    30 Hz and wrist camera 15 Hz (jittered, frames listed in drop_scene never arrive). Pixel values encode frame ids.
+    Returns the generating poses, gripper states and each camera's (stamp, frame id) list."""
+    ts = get_typestore()
+    poses, grip = _generating_trajectory(rng, k)
+    msgs = []  # (log time, topic, msg)
+    for i in range(k):
+        for j in range(10):
+            t = T0 + i * TICK + j * 10_000_000 + (0 if j == 0 else int(rng.integers(0, 3_000_000)))
+            p = poses[i]
+            m = default_message("geometry_msgs/msg/PoseStamped")
+            _stamp(m, t)
+            m.header.frame_id = "fr3_link0"
+            m.pose.position.x, m.pose.position.y, m.pose.position.z = p.position
+            m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w = p.quaternion
+            msgs.append((t + 300_000, TOPICS[2].name, m))
+        for j in range(2):
+            t = T0 + i * TICK + j * 50_000_000 + (0 if j == 0 else int(rng.integers(0, 5_000_000)))
+            width = 0.08 if grip[i] else 0.03
+            m = default_message(
+                "sensor_msgs/msg/JointState",
+                name=["fr3_finger_joint1", "fr3_finger_joint2"],
+                position=np.array([width / 2, width / 2]),
+            )
+            _stamp(m, t)
+            msgs.append((t + 500_000, TOPICS[3].name, m))
+    frames = {}
+    for topic, hz, drops in ((TOPICS[0].name, 30, drop_scene), (TOPICS[1].name, 15, ())):
+        frames[topic] = []
+        n = int(k * TICK / (NS / hz))
+        for f in range(n):
+            t = T0 - 20_000_000 + int(f * NS / hz) + int(rng.integers(-3_000_000, 3_000_000))
+            if f in drops:
+                continue
+            img = np.full((24, 32, 3), f % 250, dtype=np.uint8)
+            m = default_message(
+                "sensor_msgs/msg/Image", height=24, width=32, encoding="rgb8", step=96, data=img.reshape(-1)
+            )
+            _stamp(m, t)
+            frames[topic].append((t, f % 250))
+            msgs.append((t + 8_000_000, topic, m))
+    cams = {"scene": {"topic": TOPICS[0].name}, "wrist": {"topic": TOPICS[1].name}}
+    w = EpisodeWriter(root, name, TOPICS, EpisodeMetadata(instruction, cameras=cams), min_free_disk_gb=0)
+    for t, topic, m in sorted(msgs, key=lambda x: x[0]):
+        w.write(topic, bytes(ts.serialize_cdr(m, m.__msgtype__)), t)
+    w.finish(success)
+    return poses, grip, frames
+
+
+CFG = dict(rate_hz=10.0, image_size=16, cameras=("scene", "wrist"), image_tolerance_s=0.1, shard_size=16)
+
+
+def test_alignment_takes_newest_earlier_within_tolerance():
+    stamps = np.array([0, 10, 20, 50], dtype=np.int64)
+    ticks = np.array([-1, 0, 15, 20, 45, 60, 61], dtype=np.int64)
+    assert latest_at_or_before(stamps, ticks, 10).tolist() == [-1, 0, 1, 2, -1, 3, -1]
+    assert tick_times(0, 25 * NS // 10, 1.0).tolist() == [0, NS, 2 * NS]
+    assert tick_times(5, 4, 1.0).size == 0
+    with pytest.raises(ValueError, match="sorted"):
+        latest_at_or_before(np.array([2, 1]), ticks, 1)
+
+
+def test_actions_recomputed_from_poses_match_generating_actions(tmp_path):
+    rng = np.random.default_rng(0)
+    poses, grip, frames = write_episode(tmp_path, "ep0", rng, k=30)
+    s = episode_samples(tmp_path / "ep0", DatasetConfig(**CFG))
+    generating = np.stack([SPACE.encode(poses[t], poses[t + 1], grip[t + 1]) for t in range(len(poses) - 1)])
+    generating[:, 3:6] = rot.unwrap_rpy(generating[:, 3:6])
+    assert s.gaps == [] and s.n == 29 and s.gripper_source == "width"
+    np.testing.assert_allclose(s.step_actions, generating, atol=1e-9)
+    for j in range(s.n):
+        t = int(s.frame_index[j])
+        n_real = int(s.action_mask[j].sum())
+        assert n_real == min(16, 29 - t)
+        np.testing.assert_allclose(s.actions[j, :n_real], generating[t : t + n_real], atol=1e-5)
+        # decoding the chunk from the recorded pose replays the demonstration, and the hold padding stays put
+        start = Pose(s.ee_pose[j, :3].astype(np.float64), s.ee_pose[j, 3:].astype(np.float64))
+        targets, g = SPACE.decode_chunk(start, s.actions[j].astype(np.float64))
+        for c in range(16):
+            want = poses[min(t + 1 + c, len(poses) - 1)]
+            np.testing.assert_allclose(targets[c].position, want.position, atol=1e-5)
+            assert abs(abs(float(np.dot(targets[c].quaternion, want.quaternion))) - 1) < 1e-6
+        assert g[-1] == grip[-1]
+
+
+def test_images_are_the_newest_frames_at_or_before_each_sample(tmp_path):
+    rng = np.random.default_rng(1)
+    drops = set(range(40, 52))  # 0.4 s without scene frames -> a gap longer than the 0.1 s tolerance
+    poses, grip, frames = write_episode(tmp_path, "ep1", rng, k=30, drop_scene=drops)
+    s = episode_samples(tmp_path / "ep1", DatasetConfig(**CFG))
+    ticks = T0 + np.arange(30) * TICK
+    for cam_i, topic in enumerate((TOPICS[0].name, TOPICS[1].name)):
+        st = np.array([f[0] for f in frames[topic]])
+        for j in range(s.n):
+            t = ticks[s.frame_index[j]]
+            ok = np.nonzero(st <= t)[0]
+            newest = ok[np.argmax(st[ok])]
+            assert t - st[newest] <= 0.1 * NS
+            assert s.images[j, cam_i, 0, 0, 0] == frames[topic][newest][1]
+    # the dropped stretch is reported and has no samples, the samples around it still carry full chunks
+    scene_gaps = [g for g in s.gaps if g.stream == "camera scene"]
+    assert len(scene_gaps) == 1 and scene_gaps[0].ticks >= 2
+    gap_ticks = set(range(round(scene_gaps[0].start_s * 10), round(scene_gaps[0].end_s * 10) + 1))
+    assert not gap_ticks & set(s.frame_index.tolist())
+    assert s.n == 29 - len(gap_ticks)
+    assert s.step_actions.shape[0] == 29  # state had no gap: every action exists for chunks
+
+
+def test_build_split_stats_and_training_dataset(tmp_path):
+    rng = np.random.default_rng(2)
+    rec = tmp_path / "rec"
+    gen = {}
+    for i in range(4):
+        poses, grip, _ = write_episode(rec, f"ep{i}", rng, k=12 + i, instruction=["stack the cup", "open it"][i % 2])
+        acts = np.stack([SPACE.encode(poses[t], poses[t + 1], grip[t + 1]) for t in range(len(poses) - 1)])
+        acts[:, 3:6] = rot.unwrap_rpy(acts[:, 3:6])
+        gen[f"ep{i}"] = acts
+    write_episode(rec, "bad", rng, k=10, success=False)
+    report = build_dataset([rec], tmp_path / "ds", DatasetConfig(**CFG, val_fraction=0.25), progress=False)
+    meta = json.loads((tmp_path / "ds" / "meta.json").read_text())
+    assert [s["name"] for s in meta["skipped"]] == ["bad"]
+    assert report.episodes == {"train": 3, "val": 1}
+    train_eps = [e["name"] for e in meta["episodes"] if e["split"] == "train"]
+    expected = ActionNormalizer.from_data(np.concatenate([gen[n] for n in train_eps]))
+    np.testing.assert_allclose(meta["normalization"]["q01"], expected.q01)
+    np.testing.assert_allclose(meta["normalization"]["q99"], expected.q99)
+    assert meta["instructions"] == ["stack the cup", "open it"]
+
+    train = TrainingDataset(tmp_path / "ds", "train")
+    val = TrainingDataset(tmp_path / "ds", "val", normalize_actions=False)
+    assert len(train) == report.samples["train"] and len(train.files) >= 2  # shards of 16 samples
+    # no episode in both splits
+    assert not set(train.column("episode_index").tolist()) & set(val.column("episode_index").tolist())
+    item = train[len(train) - 1]
+    assert item["images"].shape == (2, 16, 16, 3) and item["images"].dtype == np.uint8
+    assert item["actions"].shape == (16, 7) and np.all(np.abs(item["actions"][:, :6]) <= 1.0)
+    raw = train.normalizer.unnormalize(item["actions"].astype(np.float64))
+    np.testing.assert_allclose(raw[item["action_mask"]], train.raw("actions", len(train) - 1)[item["action_mask"]],
+                               atol=1e-4)  # fmt: skip
+    v = val[0]
+    e = meta["episodes"][v["episode_index"]]
+    np.testing.assert_allclose(v["actions"][v["action_mask"]], gen[e["name"]][v["frame_index"] :][:16], atol=1e-5)
+    assert v["instruction"] in meta["instructions"]
+    with pytest.raises(IndexError, match="out of range"):
+        val[len(val)]
+
+
+def test_split_is_by_episode_and_deterministic():
+    names = [f"e{i}" for i in range(10)]
+    a = split_episodes(names, 0.2, seed=3)
+    assert a == split_episodes(names, 0.2, seed=3)
+    assert sorted(a.values()).count("val") == 2
+    assert list(split_episodes(["only"], 0.5, 0).values()) == ["train"]
+
+
+def test_missing_topics_and_bad_options_are_explained(tmp_path):
+    rng = np.random.default_rng(3)
+    write_episode(tmp_path, "ep", rng, k=8)
+    with pytest.raises(ValueError, match=r"no EE pose topic '/robot/ee'.*recorded topics are.*--pose-topic"):
+        episode_samples(tmp_path / "ep", DatasetConfig(**{**CFG, "pose_topic": "/robot/ee"}))
+    with pytest.raises(ValueError, match=r"has no camera\(s\) \['front'\]; it has \['scene', 'wrist'\]"):
+        episode_samples(tmp_path / "ep", DatasetConfig(**{**CFG, "cameras": ("front",)}))
+    with pytest.raises(ValueError, match="gripper command topic"):
+        episode_samples(tmp_path / "ep", DatasetConfig(**{**CFG, "gripper_source": "command"}))
+    with pytest.raises(ValueError, match="action_space must be one of"):
+        DatasetConfig(action_space="joint")
+    with pytest.raises(ValueError, match="rate_hz must be > 0"):
+        DatasetConfig(rate_hz=0)
+    with pytest.raises(FileExistsError, match="--overwrite"):
+        (tmp_path / "out").mkdir()
+        (tmp_path / "out" / "x").write_text("")
+        build_dataset([tmp_path / "ep"], tmp_path / "out", DatasetConfig(**CFG), progress=False)
