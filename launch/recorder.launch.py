@@ -19,6 +19,8 @@ from launch_ros.actions import Node
 from launch import LaunchDescription
 
 PACKAGE = "mole_vla_ros"
+EXECUTABLE = "mole_vla_recorder"
+NODE_NAME = "mole_vla_recorder"
 
 ARGUMENTS = [
     ("config_file", "", "recorder YAML (topics, QoS, rates, limits); empty = the package's config/recorder.yaml"),
@@ -43,8 +45,8 @@ def _launch_setup(context, *args, **kwargs):
     return [
         Node(
             package=PACKAGE,
-            executable="mole_vla_recorder",
-            name="mole_vla_recorder",
+            executable=EXECUTABLE,
+            name=NODE_NAME,
             output="screen",
             emulate_tty=True,
             parameters=[params],

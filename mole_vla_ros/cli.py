@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "replay": "mole_vla_ros.replay.cli",
     "demo": "mole_vla_ros.demo",
     "bench": "mole_vla_ros.bench",
+    "import-cogact": "mole_vla_ros.model.cogact_import",
 }
 
 

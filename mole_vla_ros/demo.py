@@ -1,38 +1,32 @@
 """`mole-vla demo` (what `make demo` runs): replay the bundled sample bag through the bundled default model.
 
-Until the replay tool, the sample bag and the default model are all present it runs what exists and says what is
-missing, rather than pretending.
+The sample bag is models/samples/<replay.cli.DEMO_BAG> (recorded with `mole-vla sim record`). While models/default
+holds no trained model, the replay runs on an UNTRAINED tiny model built on the spot and says so in every output,
+rather than pretending.
 """
 
 from __future__ import annotations
 
-import importlib.util
-
 from mole_vla_ros.info import package_root
 
 
-def run(args) -> int:
-    root = package_root()
-    model = root / "models" / "default"
-    bags = sorted((root / "models" / "samples").glob("*")) if (root / "models" / "samples").is_dir() else []
-    missing = []
-    if importlib.util.find_spec("mole_vla_ros.replay.cli") is None:
-        missing.append("the replay tool (mole_vla_ros/replay)")
-    if not (model / "config.json").is_file():
-        missing.append(f"the default model ({model})")
-    if not bags:
-        missing.append(f"a sample bag ({root / 'models' / 'samples'})")
-    if missing:
-        print("make demo: the full demo (offline replay of the sample bag on the default model) needs:")
-        for m in missing:
-            print(f"  - {m}")
-        print("Running what exists instead: `mole-vla info`.\n")
-        from mole_vla_ros import info
+def _is_bag(path) -> bool:
+    return path.is_dir() and ((path / "metadata.yaml").is_file() or any(path.glob("*.mcap")))
 
-        return info.run(args)
+
+def run(args) -> int:
     from mole_vla_ros.replay import cli as replay_cli
 
-    return replay_cli.demo(root, model, bags[0], out=args.out)
+    root = package_root()
+    samples = root / "models" / "samples"
+    bag = samples / replay_cli.DEMO_BAG
+    if not _is_bag(bag):
+        others = sorted(p for p in samples.glob("*") if _is_bag(p)) if samples.is_dir() else []
+        if not others:
+            print(f"make demo: no sample bag found in {samples}; record one with `mole-vla sim record` (see README).")
+            return 2
+        bag = others[0]
+    return replay_cli.demo(root, root / "models" / "default", bag, out=args.out)
 
 
 def register(sub) -> None:

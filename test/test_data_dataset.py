@@ -27,15 +27,21 @@ TOPICS = [
     TopicSpec("/franka_robot_state_broadcaster/current_pose", "geometry_msgs/msg/PoseStamped", expected_hz=100),
     TopicSpec("/franka_gripper/joint_states", "sensor_msgs/msg/JointState", expected_hz=20),
 ]
+# the variant a user without current_pose records: the pose inside FrankaRobotState, gripper as teleop commands
+ALT_TOPICS = [
+    *TOPICS[:2],
+    TopicSpec("/fr3/franka_robot_state_broadcaster/robot_state", "franka_msgs/msg/FrankaRobotState"),
+    TopicSpec("/fr3/teleop/gripper", "std_msgs/msg/Float32"),
+]
 
 
 def _stamp(msg, t_ns):
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(t_ns), NS)
 
 
-def _generating_trajectory(rng, k: int):
+def _generating_trajectory(rng, k: int, roll0: float = np.pi - 0.05):
     """Poses P_0..P_k-1 (one per 10 Hz tick) from known actions, and the gripper state per tick."""
-    poses = [Pose(np.array([0.4, 0.0, 0.3]), rot.rpy_to_quat(np.array([np.pi - 0.05, 0.1, 0.2])))]
+    poses = [Pose(np.array([0.4, 0.0, 0.3]), rot.rpy_to_quat(np.array([roll0, 0.1, 0.2])))]
     gripper = np.ones(k)
     gripper[k // 2 :] = 0.0  # closes half way
     for _ in range(k - 1):
@@ -45,12 +51,23 @@ def _generating_trajectory(rng, k: int):
     return poses, gripper
 
 
-def write_episode(root, name, rng, k=30, drop_scene=(), instruction="stack the cup", success=True):
+def write_episode(
+    root,
+    name,
+    rng,
+    k=30,
+    drop_scene=(),
+    instruction="stack the cup",
+    success=True,
+    roll0=np.pi - 0.05,
+    alt=False,
+    scene_clock_offset_ns=0,
+):
     """A synthetic recording: pose 100 Hz (jittered, constant within each tick window), gripper 20 Hz, scene camera
     30 Hz and wrist camera 15 Hz (jittered, frames listed in drop_scene never arrive). Pixel values encode frame ids.
     Returns the generating poses, gripper states and each camera's (stamp, frame id) list."""
     ts = get_typestore()
-    poses, grip = _generating_trajectory(rng, k)
+    poses, grip = _generating_trajectory(rng, k, roll0)
     msgs = []  # (log time, topic, msg)
     for i in range(k):
         for j in range(10):
@@ -61,7 +78,16 @@ def write_episode(root, name, rng, k=30, drop_scene=(), instruction="stack the c
             m.header.frame_id = "fr3_link0"
             m.pose.position.x, m.pose.position.y, m.pose.position.z = p.position
             m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w = p.quaternion
-            msgs.append((t + 300_000, TOPICS[2].name, m))
+            if alt:
+                state = default_message("franka_msgs/msg/FrankaRobotState", o_t_ee=m, robot_mode=2)
+                _stamp(state, t)
+                msgs.append((t + 300_000, ALT_TOPICS[2].name, state))
+            else:
+                msgs.append((t + 300_000, TOPICS[2].name, m))
+        if alt:  # the operator's command at tick i is the gripper state it leads to
+            cmd = default_message("std_msgs/msg/Float32", data=float(grip[min(i + 1, k - 1)]))
+            msgs.append((T0 + i * TICK + 1_000_000, ALT_TOPICS[3].name, cmd))
+            continue
         for j in range(2):
             t = T0 + i * TICK + j * 50_000_000 + (0 if j == 0 else int(rng.integers(0, 5_000_000)))
             width = 0.08 if grip[i] else 0.03
@@ -75,7 +101,7 @@ def write_episode(root, name, rng, k=30, drop_scene=(), instruction="stack the c
     frames = {}
     for topic, hz, drops in ((TOPICS[0].name, 30, drop_scene), (TOPICS[1].name, 15, ())):
         frames[topic] = []
-        n = int(k * TICK / (NS / hz))
+        n = int(k * TICK / (NS / hz)) + 2  # frames until past the last tick
         for f in range(n):
             t = T0 - 20_000_000 + int(f * NS / hz) + int(rng.integers(-3_000_000, 3_000_000))
             if f in drops:
@@ -84,11 +110,12 @@ def write_episode(root, name, rng, k=30, drop_scene=(), instruction="stack the c
             m = default_message(
                 "sensor_msgs/msg/Image", height=24, width=32, encoding="rgb8", step=96, data=img.reshape(-1)
             )
-            _stamp(m, t)
+            _stamp(m, t + (scene_clock_offset_ns if topic == TOPICS[0].name else 0))
             frames[topic].append((t, f % 250))
             msgs.append((t + 8_000_000, topic, m))
     cams = {"scene": {"topic": TOPICS[0].name}, "wrist": {"topic": TOPICS[1].name}}
-    w = EpisodeWriter(root, name, TOPICS, EpisodeMetadata(instruction, cameras=cams), min_free_disk_gb=0)
+    topics = ALT_TOPICS if alt else TOPICS
+    w = EpisodeWriter(root, name, topics, EpisodeMetadata(instruction, cameras=cams), min_free_disk_gb=0)
     for t, topic, m in sorted(msgs, key=lambda x: x[0]):
         w.write(topic, bytes(ts.serialize_cdr(m, m.__msgtype__)), t)
     w.finish(success)
@@ -110,11 +137,12 @@ def test_alignment_takes_newest_earlier_within_tolerance():
 
 def test_actions_recomputed_from_poses_match_generating_actions(tmp_path):
     rng = np.random.default_rng(0)
-    poses, grip, frames = write_episode(tmp_path, "ep0", rng, k=30)
+    poses, grip, _frames = write_episode(tmp_path, "ep0", rng, k=30)
     s = episode_samples(tmp_path / "ep0", DatasetConfig(**CFG))
     generating = np.stack([SPACE.encode(poses[t], poses[t + 1], grip[t + 1]) for t in range(len(poses) - 1)])
     generating[:, 3:6] = rot.unwrap_rpy(generating[:, 3:6])
     assert s.gaps == [] and s.n == 29 and s.gripper_source == "width"
+    generating[:, 3:6] -= 2 * np.pi * np.round((generating[0, 3:6] - s.angle_center) / (2 * np.pi))
     np.testing.assert_allclose(s.step_actions, generating, atol=1e-9)
     for j in range(s.n):
         t = int(s.frame_index[j])
@@ -134,7 +162,7 @@ def test_actions_recomputed_from_poses_match_generating_actions(tmp_path):
 def test_images_are_the_newest_frames_at_or_before_each_sample(tmp_path):
     rng = np.random.default_rng(1)
     drops = set(range(40, 52))  # 0.4 s without scene frames -> a gap longer than the 0.1 s tolerance
-    poses, grip, frames = write_episode(tmp_path, "ep1", rng, k=30, drop_scene=drops)
+    _poses, _grip, frames = write_episode(tmp_path, "ep1", rng, k=30, drop_scene=drops)
     s = episode_samples(tmp_path / "ep1", DatasetConfig(**CFG))
     ticks = T0 + np.arange(30) * TICK
     for cam_i, topic in enumerate((TOPICS[0].name, TOPICS[1].name)):
@@ -182,6 +210,7 @@ def test_build_split_stats_and_training_dataset(tmp_path):
     item = train[len(train) - 1]
     assert item["images"].shape == (2, 16, 16, 3) and item["images"].dtype == np.uint8
     assert item["actions"].shape == (16, 7) and np.all(np.abs(item["actions"][:, :6]) <= 1.0)
+    assert item["state"].shape == (8,) and abs(np.linalg.norm(item["state"][3:7]) - 1) < 1e-5
     raw = train.normalizer.unnormalize(item["actions"].astype(np.float64))
     np.testing.assert_allclose(raw[item["action_mask"]], train.raw("actions", len(train) - 1)[item["action_mask"]],
                                atol=1e-4)  # fmt: skip
@@ -218,3 +247,46 @@ def test_missing_topics_and_bad_options_are_explained(tmp_path):
         (tmp_path / "out").mkdir()
         (tmp_path / "out" / "x").write_text("")
         build_dataset([tmp_path / "ep"], tmp_path / "out", DatasetConfig(**CFG), progress=False)
+
+
+def test_roll_near_pi_lands_on_one_branch_for_every_episode(tmp_path):
+    rng = np.random.default_rng(5)
+    for i, roll0 in enumerate((np.pi - 0.02, -np.pi + 0.02, np.pi - 0.03, -np.pi + 0.01)):
+        write_episode(tmp_path / "rec", f"e{i}", rng, k=10, roll0=roll0)
+    meta_dir = tmp_path / "ds"
+    build_dataset([tmp_path / "rec"], meta_dir, DatasetConfig(**CFG, val_fraction=0.0), progress=False)
+    meta = json.loads((meta_dir / "meta.json").read_text())
+    q01, q99 = np.array(meta["normalization"]["q01"]), np.array(meta["normalization"]["q99"])
+    assert q99[3] - q01[3] < 1.0  # not the whole circle
+    # the same rotation as the recording: decoding still reproduces the poses
+    ds = TrainingDataset(meta_dir, "train", normalize_actions=False)
+    for i in range(len(ds)):
+        a = ds.raw("actions", i).astype(np.float64)
+        assert abs(a[0, 3] - meta["angle_branch_center"][0]) < np.pi
+    unbranched = tmp_path / "ds2"
+    build_dataset([tmp_path / "rec"], unbranched, DatasetConfig(**CFG, val_fraction=0.0, consistent_angle_branch=False),
+                  progress=False)  # fmt: skip
+    meta2 = json.loads((unbranched / "meta.json").read_text())
+    assert meta2["normalization"]["q99"][3] - meta2["normalization"]["q01"][3] > 5.0  # the pitfall it avoids
+
+
+def test_pose_from_robot_state_and_gripper_from_commands(tmp_path):
+    rng = np.random.default_rng(9)
+    poses, grip, _ = write_episode(tmp_path, "alt", rng, k=20, alt=True)
+    cfg = DatasetConfig(**{**CFG, "pose_topic": "franka_robot_state_broadcaster/robot_state"})  # namespace found
+    s = episode_samples(tmp_path / "alt", cfg)
+    assert s.gripper_source == "command" and s.n == 19
+    generating = np.stack([SPACE.encode(poses[t], poses[t + 1], grip[t + 1]) for t in range(len(poses) - 1)])
+    generating[:, 3:6] = rot.unwrap_rpy(generating[:, 3:6])
+    generating[:, 3:6] -= 2 * np.pi * np.round((generating[0, 3:6] - s.angle_center) / (2 * np.pi))
+    np.testing.assert_allclose(s.step_actions, generating, atol=1e-9)
+
+
+def test_unsynchronized_camera_clock_is_reported(tmp_path):
+    rng = np.random.default_rng(4)
+    write_episode(tmp_path, "skew", rng, k=12, scene_clock_offset_ns=-3 * NS)  # camera clock 3 s behind
+    s = episode_samples(tmp_path / "skew", DatasetConfig(**CFG))
+    (warning,) = s.clock_warnings
+    assert warning.startswith("/camera/scene/image_raw: header stamps are +3.0") and "--time-source receive" in warning
+    fixed = episode_samples(tmp_path / "skew", DatasetConfig(**{**CFG, "time_source": "receive"}))
+    assert fixed.clock_warnings == [] and fixed.gaps == []

@@ -170,11 +170,39 @@ _CHILD = textwrap.dedent(
     """
 )
 
+# The recorder as the node runs it: RecorderCore with the threaded writer and a periodic tick().
+_CHILD_CORE = textwrap.dedent(
+    """
+    import sys, time
+    sys.path.insert(0, {repo!r} + "/test")
+    from test_data_episode import _joint, _image
+    from mole_vla_ros.data.recorder_core import RecorderConfig, RecorderCore
+    cfg = RecorderConfig(output_dir={root!r}, min_free_disk_gb=0, threaded_writer=True, flush_interval_s=0.05,
+                         topics=[dict(name="/joint_states", type="sensor_msgs/msg/JointState"),
+                                 dict(name="/camera/wrist/image_raw", type="sensor_msgs/msg/Image", camera="wrist")])
+    core = RecorderCore(cfg)
+    assert core.handle_command("start wipe the table").ok
+    i = 0
+    while True:
+        core.on_message("/joint_states", _joint(i), 1_000_000_000 + i * 1_000_000)
+        core.on_message("/camera/wrist/image_raw", _image(i, 48, 64), 1_000_000_000 + i * 1_000_000 + 1)
+        i += 1
+        if i % 50 == 0:
+            core.tick()
+        if i == 300:
+            time.sleep(0.2)  # the writer thread drains its queue
+            core.tick()      # the node's timer: flushes what is due
+            print("FLUSHED", i, flush=True)
+        time.sleep(0.0005)
+    """
+)
 
-def test_killed_recorder_leaves_recoverable_episode(tmp_path):
+
+@pytest.mark.parametrize("child_code", [_CHILD, _CHILD_CORE], ids=["episode_writer", "recorder_core_threaded"])
+def test_killed_recorder_leaves_recoverable_episode(tmp_path, child_code):
     repo = str(Path(__file__).resolve().parent.parent)
     child = subprocess.Popen(
-        [sys.executable, "-c", _CHILD.format(repo=repo, root=str(tmp_path))],
+        [sys.executable, "-c", child_code.format(repo=repo, root=str(tmp_path))],
         stdout=subprocess.PIPE,
         text=True,
         cwd=repo,
@@ -197,7 +225,7 @@ def test_killed_recorder_leaves_recoverable_episode(tmp_path):
     assert list_episodes(tmp_path) == []
 
     path = recover_episode(incomplete)
-    assert path == tmp_path / "killed" and not (tmp_path / INCOMPLETE_DIR).exists()
+    assert path == tmp_path / incomplete.name and not (tmp_path / INCOMPLETE_DIR).exists()
     with EpisodeReader(path) as r:
         assert r.status == "recovered" and r.instruction == "wipe the table"
         joints = [m for m in r.messages(["/joint_states"])]

@@ -143,3 +143,22 @@ def test_table_lists_every_stage():
     table = flops.estimate(MoLeVLAConfig.preset("tiny"), 30).table()
     for stage in (*flops.STAGES, "total"):
         assert stage in table
+
+
+def test_cogact_base_shapes_match_flop_counter_on_meta_device():
+    # the full-size model on the meta device: no memory, no arithmetic, but PyTorch's counter still sees every op
+    config = MoLeVLAConfig.preset("cogact-base")
+    model = build_model(config, "meta", pretrained=False).eval()
+    report = flops.estimate(config, 36, active_layers=config.llm.num_layers)
+    meta = {"device": "meta"}
+    tokens = model.vision(torch.empty(1, 1, 3, 224, 224, **meta))
+    assert counted(model.vision, torch.empty(1, 1, 3, 224, 224, **meta)) == report.flops("vision")
+    assert counted(model.projector, tokens) == report.flops("projector")
+    embeds = torch.empty(1, report.seq_len, config.llm.hidden_size, **meta)
+    visual, text = embeds[:, 1:257], torch.cat([embeds[:, :1], embeds[:, 257:]], dim=1)
+    text_mask = torch.ones(1, report.text_tokens, dtype=torch.long, **meta)
+    assert counted(model.router.logits, visual, text, text_mask) == report.flops("router")
+    assert counted(model.llm.forward_full, embeds) == report.flops("llm")  # k = N = 32
+    assert counted(model.action_head.sample, torch.empty(1, config.llm.hidden_size, **meta)) == report.flops(
+        "action_head"
+    )

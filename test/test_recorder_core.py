@@ -40,6 +40,7 @@ def _config(tmp_path, **kw) -> RecorderConfig:
                     "camera": "wrist",
                 },
                 {"name": "joint_states", "type": "sensor_msgs/msg/JointState", "expected_hz": 100},
+                {"name": "camera/wrist/camera_info", "type": "sensor_msgs/msg/CameraInfo", "required": False},
                 {"name": "/mole_vla/instruction", "type": "std_msgs/msg/String", "qos": "latched", "required": False},
             ],
             **kw,
@@ -83,6 +84,11 @@ def test_start_stop_save_label_discard(tmp_path):
     core = RecorderCore(_config(tmp_path), clock=clock)
     assert not core.handle_command("start").ok  # no instruction yet
     assert core.handle_command("start open the drawer").ok and core.state == "recording"
+    info = default_message(
+        "sensor_msgs/msg/CameraInfo", width=2, height=2, k=np.array([600.0, 0, 1, 0, 600, 1, 0, 0, 1])
+    )
+    info.header.frame_id = "wrist_optical"
+    core.on_message("/fr3/camera/wrist/camera_info", bytes(get_typestore().serialize_cdr(info, info.__msgtype__)), T0)
     assert not core.handle_command("start again").ok
     _feed(core, clock, 0.5)
     assert core.handle_command("stop").ok and core.state == "stopped"
@@ -94,9 +100,12 @@ def test_start_stop_save_label_discard(tmp_path):
         assert r.success is True and r.instruction == "open the drawer"
         assert r.message_counts["/fr3/joint_states"] == 50
         assert r.message_counts["/fr3/camera/wrist/image_raw"] == 15
-        assert r.metadata["cameras"] == {
-            "wrist": {"topic": "/fr3/camera/wrist/image_raw", "type": "sensor_msgs/msg/Image"}
-        }
+        wrist = r.metadata["cameras"]["wrist"]
+        assert (
+            wrist["topic"] == "/fr3/camera/wrist/image_raw" and wrist["info_topic"] == "/fr3/camera/wrist/camera_info"
+        )
+        assert (wrist["width"], wrist["height"], wrist["encoding"]) == (2, 2, "rgb8")
+        assert wrist["intrinsics"]["k"][0] == 600.0 and wrist["intrinsics"]["frame_id"] == "wrist_optical"
         assert r.metadata["topics"]["/fr3/camera/wrist/image_raw"]["latency_ms"]["mean"] == pytest.approx(2.0)
     # label after saving relabels the last episode
     assert core.handle_command("failure").ok
@@ -186,3 +195,31 @@ def test_config_errors_name_the_problem(change, match):
     base = {"topics": [{"name": "a", "type": "std_msgs/msg/String"}]}
     with pytest.raises(ValueError, match=match):
         RecorderConfig.from_dict({**base, **change})
+
+
+def test_writer_failure_stops_recording_without_raising(tmp_path):
+    clock = FakeClock()
+    core = RecorderCore(_config(tmp_path), clock=clock)
+    core.handle_command("start fold the towel")
+    _feed(core, clock, 0.1)
+
+    def broken(*args, **kwargs):
+        raise OSError("No space left on device")
+
+    core.writer.write = broken
+    core.on_message("/fr3/joint_states", _joint(clock.now), clock.now)  # must not raise into the ROS callback
+    assert core.state == "stopped" and "No space left" in core.status()["error"]
+    assert any("recording stopped" in w for w in core.tick())
+    assert core.handle_command("save failure").ok  # what reached the disk is kept
+    (ep,) = list_episodes(tmp_path)
+    assert json.loads((ep / "episode.json").read_text())["success"] is False
+
+
+def test_clock_jumping_back_does_not_hide_later_drops(tmp_path):
+    clock = FakeClock()
+    core = RecorderCore(_config(tmp_path), clock=clock)
+    _feed(core, clock, 0.5)
+    clock.now = T0 - 10 * 1_000_000_000  # e.g. a bag restarted from its beginning
+    core.handle_command("start loop")
+    _feed(core, clock, 1.0, skip_frames={5, 6})
+    assert core.monitors["/fr3/camera/wrist/image_raw"].dropped == 2

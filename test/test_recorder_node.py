@@ -28,6 +28,7 @@ def test_keys_map_to_recorder_commands():
 
 def test_node_records_serialized_messages(tmp_path):
     rclpy = pytest.importorskip("rclpy")
+    from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import JointState
     from std_msgs.msg import String
 
@@ -45,7 +46,7 @@ def test_node_records_serialized_messages(tmp_path):
         helper = rclpy.create_node("recorder_test_helper")
         pub = helper.create_publisher(JointState, "/test_rec/joint_states", 10)
         cmd = helper.create_publisher(String, "/mole_vla_recorder/command", 10)
-        executor = rclpy.executors.SingleThreadedExecutor()
+        executor = SingleThreadedExecutor()
         executor.add_node(node)
         executor.add_node(helper)
 

@@ -37,6 +37,12 @@ def test_chunk_slots_cycle_through_history():
     assert [markers.chunk_slot(i, style) for i in range(7)] == [0, 1, 2, 0, 1, 2, 0]
 
 
+def test_steps_not_executed_are_smaller():
+    style = MarkerStyle(skipped_scale=0.4)
+    assert markers.step_scale(True, style) == 1.0
+    assert markers.step_scale(False, style) == 0.4
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -44,6 +50,7 @@ def test_chunk_slots_cycle_through_history():
         ({"fade_seconds": 0.0}, "fade_seconds must be > 0"),
         ({"min_alpha": 1.5}, r"min_alpha must be in \[0, 1\]"),
         ({"sphere_diameter": 0.0}, "sizes must be > 0"),
+        ({"skipped_scale": 0.0}, r"skipped_scale must be in \(0, 1\]"),
     ],
 )
 def test_style_validation(kwargs, message):

@@ -72,6 +72,21 @@ def chunk(t0=10.0, n=4, gripper=(1.0, 1.0, 0.0, 0.0), **kw) -> ChunkPrediction:
     return ChunkPrediction(**base)
 
 
+def step_output(**kw) -> StepOutput:
+    base = dict(
+        stamp=1.0,
+        pose_command=None,
+        joint_command=None,
+        gripper_command=None,
+        preview=None,
+        preview_joint=None,
+        chunk=None,
+        diagnostics=diagnostics(),
+    )
+    base.update(kw)
+    return StepOutput(**base)
+
+
 def builder(msgs, **style) -> OutputBuilder:
     return OutputBuilder(msgs, MarkerStyle(**style), ee_frame="fr3_hand_tcp")
 
@@ -79,7 +94,7 @@ def builder(msgs, **style) -> OutputBuilder:
 def test_pose_command_and_preview(msgs):
     pose = Pose(np.array([0.5, 0.1, 0.4]), np.array([1.0, 0.0, 0.0, 0.0]))
     cmd = PoseCommand(stamp=12.25, pose=pose, velocity=np.zeros(6), frame_id="fr3_link0")
-    step = StepOutput(12.25, cmd, None, None, cmd, None, diagnostics())
+    step = step_output(stamp=12.25, pose_command=cmd, preview=cmd)
     out = builder(msgs).commands(step)
     assert set(out) == {"pose_command", "target_pose_preview"}
     msg = wire(msgs, out["pose_command"])
@@ -91,7 +106,7 @@ def test_pose_command_and_preview(msgs):
 def test_dry_run_step_gives_only_the_preview(msgs):
     pose = Pose(np.array([0.5, 0.1, 0.4]), IDENTITY)
     preview = PoseCommand(stamp=1.0, pose=pose, velocity=np.zeros(6), frame_id="fr3_link0")
-    out = builder(msgs).commands(StepOutput(1.0, None, None, None, preview, None, diagnostics()))
+    out = builder(msgs).commands(step_output(preview=preview))
     assert set(out) == {"target_pose_preview"}
 
 
@@ -104,7 +119,8 @@ def test_joint_trajectory_has_positions_and_velocities(msgs):
         positions=q,
         velocities=np.full((3, 7), 0.5),
     )
-    out = builder(msgs).commands(StepOutput(3.0, None, cmd, None, None, None, diagnostics()))
+    out = builder(msgs).commands(step_output(stamp=3.0, joint_command=cmd, preview_joint=cmd))
+    assert set(out) == {"joint_trajectory", "joint_trajectory_preview"}
     msg = wire(msgs, out["joint_trajectory"])
     assert list(msg.joint_names) == list(FR3.arm_joint_names)
     assert msg.header.stamp.sec == 0 and msg.header.stamp.nanosec == 0  # start on receipt
@@ -182,6 +198,11 @@ def test_markers_line_strip_and_spheres_coloured_by_gripper_fading_with_age(msgs
     closed_rg = (round(markers.CLOSED_COLOR[0], 2), round(markers.CLOSED_COLOR[1], 2))
     assert colours == [open_rg, open_rg, closed_rg, closed_rg]
     assert stamp_to_seconds(spheres[0].lifetime) == pytest.approx(1.0)
+    # steps the scheduler skips are drawn smaller and fainter
+    b.chunk(chunk(t0=10.5, executed=np.array([False, True, True, True])))
+    spheres = [m for m in wire(msgs, b.markers(now=10.5)).markers if m.type == sphere][-4:]
+    assert spheres[0].scale.x == pytest.approx(0.5 * spheres[1].scale.x)
+    assert spheres[0].color.a == pytest.approx(0.5 * spheres[1].color.a)
     # a third chunk takes the oldest slot: ids stay bounded by the history
     b.chunk(chunk(t0=11.0))
     arr = b.markers(now=11.0)
@@ -211,3 +232,39 @@ def test_diagnostics_message(msgs):
 def test_diagnostic_levels(kw, level, text):
     got_level, message = diagnostic_level(diagnostics(**kw))
     assert got_level == level and text in message
+
+
+def test_node_messages_written_to_mcap_decode_with_an_independent_reader(msgs, tmp_path):
+    """Replay writes the node's messages into rosbag2 MCAP; mcap_ros2 (not rosbags) must decode them identically."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    b = builder(msgs)
+    pose = Pose(np.array([0.5, 0.1, 0.4]), IDENTITY)
+    preview = PoseCommand(stamp=10.0, pose=pose, velocity=np.zeros(6), frame_id="fr3_link0")
+    produced = {"/mole_vla_policy/target_pose_preview": b.commands(step_output(preview=preview))["target_pose_preview"]}
+    chunk_out = b.chunk(chunk())
+    produced["/mole_vla_policy/predicted_path"] = chunk_out["predicted_path"]
+    produced["/mole_vla_policy/predicted_trajectory"] = chunk_out["predicted_trajectory"]
+    produced["/mole_vla_policy/active_layers"] = chunk_out["layers"]
+    produced["/mole_vla_policy/markers"] = b.markers(10.2)
+    produced["/diagnostics"] = b.diagnostics(diagnostics())
+    bag = tmp_path / "out"
+    with Writer(bag, version=8, storage_plugin=StoragePlugin.MCAP) as writer:
+        for i, (topic, msg) in enumerate(produced.items()):
+            conn = writer.add_connection(topic, msg.__msgtype__, typestore=msgs.typestore)
+            writer.write(conn, 10_000_000_000 + i, msgs.serialize(msg))
+    (mcap_file,) = bag.glob("*.mcap")
+    with mcap_file.open("rb") as fh:
+        reader = make_reader(fh, decoder_factories=[DecoderFactory()])
+        decoded = {channel.topic: ros_msg for _, channel, _, ros_msg in reader.iter_decoded_messages()}
+    assert set(decoded) == set(produced)
+    path = decoded["/mole_vla_policy/predicted_path"]
+    assert [p.pose.position.x for p in path.poses] == pytest.approx([0.4, 0.41, 0.42, 0.43])
+    assert list(decoded["/mole_vla_policy/active_layers"].data) == [0, 2, 5]
+    markers_back = decoded["/mole_vla_policy/markers"].markers
+    assert len(markers_back) == len(produced["/mole_vla_policy/markers"].markers)
+    assert markers_back[0].frame_locked and markers_back[0].header.frame_id == "fr3_link0"
+    status = decoded["/diagnostics"].status[0]
+    assert status.name == "mole_vla_policy: policy" and status.hardware_id == "fr3"

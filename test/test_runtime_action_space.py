@@ -155,3 +155,18 @@ def test_bad_inputs_name_the_problem():
         space.decode(start, np.array([0, 0, np.nan, 0, 0, 0, 1, 1.0]))
     with pytest.raises(ValueError, match="gripper_open must be in"):
         space.encode(start, start, 1.5)
+
+
+def test_single_value_fast_paths_match_the_batched_ones():
+    q = Rotation.random(50, random_state=3).as_quat()
+    b = Rotation.random(50, random_state=4).as_quat()
+    rv = np.random.default_rng(5).normal(size=(50, 3))
+    m = Rotation.from_quat(q).as_matrix()
+    np.testing.assert_allclose(np.stack([rot.quat_multiply(x, y) for x, y in zip(q, b)]), rot.quat_multiply(q, b))
+    np.testing.assert_allclose(np.stack([rot.quat_to_rotvec(x) for x in q]), rot.quat_to_rotvec(q), atol=1e-12)
+    np.testing.assert_allclose(np.stack([rot.rotvec_to_quat(x) for x in rv]), rot.rotvec_to_quat(rv), atol=1e-12)
+    np.testing.assert_allclose(np.stack([rot.quat_to_matrix(x) for x in q]), rot.quat_to_matrix(q), atol=1e-12)
+    np.testing.assert_allclose(np.stack([rot.matrix_to_quat(x) for x in m]), rot.matrix_to_quat(m), atol=1e-12)
+    np.testing.assert_allclose(np.stack([rot.quat_normalize(2 * x) for x in q]), rot.quat_normalize(2 * q))
+    single = np.stack([rot.quat_slerp(x, y, 0.3) for x, y in zip(q, b)])
+    np.testing.assert_allclose(single, rot.quat_slerp(q, b, np.full(50, 0.3)), atol=1e-12)

@@ -12,18 +12,18 @@ import pytest
 if importlib.util.find_spec("mujoco") is None or importlib.util.find_spec("franky_sim") is None:
     pytest.skip("simulator extra not installed (make venv installs mujoco and franky-sim)", allow_module_level=True)
 
-from mole_vla_ros.data.typestore import get_typestore  # noqa: E402
-from mole_vla_ros.interfaces import Pose  # noqa: E402
-from mole_vla_ros.robot.franka import Topics, describe  # noqa: E402
-from mole_vla_ros.ros import conversions as conv  # noqa: E402
-from mole_vla_ros.ros.messages import RosbagsMessages  # noqa: E402
-from mole_vla_ros.sim.config import SimConfig  # noqa: E402
-from mole_vla_ros.sim.env import TabletopSim  # noqa: E402
-from mole_vla_ros.sim.expert import ExpertConfig  # noqa: E402
-from mole_vla_ros.sim.ik import quat_xyzw_to_mat  # noqa: E402
-from mole_vla_ros.sim.messages import SimMessageBuilder, camera_frame_id  # noqa: E402
-from mole_vla_ros.sim.record import run_expert_episode  # noqa: E402
-from mole_vla_ros.sim.tasks import EpisodeSetup, get_task  # noqa: E402
+from mole_vla_ros.data.typestore import get_typestore
+from mole_vla_ros.interfaces import Pose
+from mole_vla_ros.robot.franka import Topics, describe
+from mole_vla_ros.ros import conversions as conv
+from mole_vla_ros.ros.messages import RosbagsMessages
+from mole_vla_ros.sim.config import SimConfig
+from mole_vla_ros.sim.env import TabletopSim
+from mole_vla_ros.sim.expert import ExpertConfig
+from mole_vla_ros.sim.ik import quat_xyzw_to_mat
+from mole_vla_ros.sim.messages import SimMessageBuilder, camera_frame_id
+from mole_vla_ros.sim.record import run_expert_episode
+from mole_vla_ros.sim.tasks import EpisodeSetup, get_task
 
 FR3 = describe("fr3")
 
@@ -117,7 +117,7 @@ def test_camera_info_and_tf_static_project_a_cube_onto_its_pixels(camera_sim):
         p_cam = cam_rot.T @ (cube - cam_pos)
         assert p_cam[2] > 0, "cube must be in front of the optical frame (z forward)"
         u, v, _ = (k @ p_cam) / p_cam[2]
-        pixel = obs.images["scene"].image[int(round(v)), int(round(u))].astype(int)
+        pixel = obs.images["scene"].image[round(v), round(u)].astype(int)
         assert pixel[rgb_index] > 100 and pixel[rgb_index] > 2 * pixel[1 - rgb_index], (color, pixel.tolist())
 
 
@@ -164,11 +164,11 @@ def test_grasp_holds_a_cube_at_its_width_and_move_opens(pick_sim):
 
 
 def test_bad_commands_and_configs_name_the_problem(pick_sim):
-    with pytest.raises(ValueError, match="gripper width 0.2"):
+    with pytest.raises(ValueError, match=r"gripper width 0\.2"):
         pick_sim.move_gripper(0.2)
     with pytest.raises(ValueError, match="7 finite joint positions"):
         pick_sim.command_joints(np.zeros(6))
-    with pytest.raises(ValueError, match="control period 1/7.0 s"):
+    with pytest.raises(ValueError, match=r"control period 1/7\.0 s"):
         SimConfig(control_hz=7.0, physics_dt=0.002 * 1.5)
     with pytest.raises(ValueError, match="cameras"):
         SimConfig(cameras=("scene", "top"))

@@ -11,12 +11,12 @@ import pytest
 if importlib.util.find_spec("mujoco") is None or importlib.util.find_spec("franky_sim") is None:
     pytest.skip("simulator extra not installed (make venv installs mujoco and franky-sim)", allow_module_level=True)
 
-from mole_vla_ros.cli import main as cli_main  # noqa: E402
-from mole_vla_ros.data.episode import EpisodeReader, list_episodes  # noqa: E402
-from mole_vla_ros.robot.franka import Topics, describe  # noqa: E402
-from mole_vla_ros.ros import conversions as conv  # noqa: E402
-from mole_vla_ros.sim.config import SimConfig  # noqa: E402
-from mole_vla_ros.sim.record import record_episodes  # noqa: E402
+from mole_vla_ros.cli import main as cli_main
+from mole_vla_ros.data.episode import EpisodeReader, list_episodes
+from mole_vla_ros.robot.franka import Topics, describe
+from mole_vla_ros.ros import conversions as conv
+from mole_vla_ros.sim.config import SimConfig
+from mole_vla_ros.sim.record import record_episodes
 
 FR3 = describe("fr3")
 SIZE = 64
@@ -79,7 +79,9 @@ def test_recorded_messages_follow_the_robots_conventions(recorded):
             for m in ep.decoded(["/franka_gripper/joint_states"])
         ]
         assert max(widths) > 0.075 and min(widths) < 0.045  # opened, then closed on the 4 cm cube
-        poses = [conv.pose_stamped_to_sample(m.msg) for m in ep.decoded(["/franka_robot_state_broadcaster/current_pose"])]
+        poses = [
+            conv.pose_stamped_to_sample(m.msg) for m in ep.decoded(["/franka_robot_state_broadcaster/current_pose"])
+        ]
         assert {p.frame_id for p in poses} == {"fr3_link0"}
         targets = [conv.pose_stamped_to_sample(m.msg) for m in ep.decoded(["/teleop/target_pose"])]
         # the commanded poses are tracked: by the end of the episode the TCP is near the last command
@@ -93,21 +95,35 @@ def test_bag_is_readable_by_the_independent_mcap_reader(recorded):
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
-    out, results = recorded
+    out, _ = recorded
     path = list_episodes(out)[0]
     (mcap_file,) = path.glob("*.mcap")
     with open(mcap_file, "rb") as f:
         reader = make_reader(f, decoder_factories=[DecoderFactory()])
         names = set()
-        for _schema, channel, _message, decoded in reader.iter_decoded_messages(topics=["/joint_states"]):
+        for _schema, _channel, _message, decoded in reader.iter_decoded_messages(topics=["/joint_states"]):
             names.update(decoded.name)
     assert names == set(FR3.arm_joint_names + FR3.finger_joint_names)
 
 
 def test_cli_record_writes_labelled_episodes(tmp_path, capsys):
     rc = cli_main(
-        ["sim", "record", "--task", "stack", "--episodes", "1", "--seed", "1", "--out", str(tmp_path),
-         "--image-size", "48", "--cameras", "wrist"]
+        [
+            "sim",
+            "record",
+            "--task",
+            "stack",
+            "--episodes",
+            "1",
+            "--seed",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--image-size",
+            "48",
+            "--cameras",
+            "wrist",
+        ]
     )
     assert rc == 0
     (path,) = list_episodes(tmp_path)
@@ -115,3 +131,28 @@ def test_cli_record_writes_labelled_episodes(tmp_path, capsys):
     assert meta["success"] is True and meta["instruction"].startswith("put the ")
     assert set(meta["cameras"]) == {"wrist"}
     assert "1 successful" in capsys.readouterr().out
+
+
+def test_recorded_episodes_pass_the_dataset_builder(recorded, tmp_path):
+    """Sim episodes become training samples with no gaps, and each sample's action chunk decoded at its EE pose
+    replays the recorded motion (the same path real demonstrations take)."""
+    from mole_vla_ros.data.dataset import DatasetConfig, TrainingDataset, build_dataset
+    from mole_vla_ros.interfaces import Pose
+    from mole_vla_ros.runtime.action_space import get_action_space
+
+    out, results = recorded
+    config = DatasetConfig(rate_hz=10.0, image_size=32, cameras=("scene", "wrist"), chunk_size=4, val_fraction=0.0)
+    report = build_dataset([out], tmp_path / "ds", config, progress=False)
+    assert report.gaps == 0 and not report.skipped
+    ds = TrainingDataset(tmp_path / "ds", "train", normalize_actions=False)
+    # one sample per 10 Hz tick where every stream (teleop gripper included) has data: all but the edges
+    assert len(ds) == report.samples["train"] >= sum(r.steps - 1 for r in results)
+    assert set(ds.instructions) == {r.instruction for r in results}
+    item = ds[5]
+    assert item["images"].shape == (2, 32, 32, 3)
+    space = get_action_space(ds.action_space)
+    pose = ds.raw("ee_pose", 5)
+    poses, gripper = space.decode_chunk(Pose(pose[:3], pose[3:]), item["actions"])
+    later = ds.raw("ee_pose", 5 + len(poses))
+    assert np.linalg.norm(poses[-1].position - later[:3]) < 1e-3
+    assert set(np.unique(gripper)) <= {0.0, 1.0}

@@ -23,7 +23,6 @@ Read it with `TrainingDataset(dir, split)`.
 
 from __future__ import annotations
 
-import functools
 import json
 import logging
 import os
@@ -46,7 +45,7 @@ from mole_vla_ros.data.episode import (
     list_episodes,
     normalize_topic,
 )
-from mole_vla_ros.data.recorder_core import header_stamp_ns
+from mole_vla_ros.data.recorder_core import has_header, header_stamp_ns
 from mole_vla_ros.data.typestore import get_typestore
 from mole_vla_ros.interfaces import Pose
 from mole_vla_ros.robot.franka import ROBOT_TYPES, Topics, describe
@@ -58,6 +57,7 @@ DATASET_FORMAT = "mole_vla_dataset"
 DATASET_FORMAT_VERSION = 1
 META_JSON = "meta.json"
 SPLITS = ("train", "val")
+CLOCK_WARN_S = 0.5  # median receive-minus-stamp latency beyond this (or a stamp in the future) is suspicious
 _POSE_TYPES = (
     "geometry_msgs/msg/PoseStamped",
     "franka_msgs/msg/FrankaRobotState",
@@ -89,6 +89,9 @@ class DatasetConfig:
     include_failures: bool = False
     include_unlabelled: bool = True
     shard_size: int = 1024
+    # Absolute roll/pitch/yaw: put every episode on the 2pi-branch of the first one. A Franka pointing down has
+    # roll near +-pi; without this one episode says +3.1 and the next -3.1, and q01/q99 span the whole circle.
+    consistent_angle_branch: bool = True
 
     def __post_init__(self):
         self.cameras = tuple(self.cameras)
@@ -135,6 +138,8 @@ class EpisodeSamples:
     ticks: int = 0
     gaps: list[Gap] = field(default_factory=list)
     gripper_source: str = ""
+    angle_center: np.ndarray | None = None  # branch centre used for absolute angles (None: not applicable)
+    clock_warnings: list[str] = field(default_factory=list)
 
     @property
     def n(self) -> int:
@@ -160,18 +165,12 @@ def resolve_topic(available: Iterable[str], wanted: str, what: str, option: str)
     )
 
 
-def _stamp_ns(raw: bytes, log_ns: int, has_header: bool, time_source: str) -> int:
-    if time_source == "header" and has_header:
+def _stamp_ns(raw: bytes, log_ns: int, with_header: bool, time_source: str) -> int:
+    if time_source == "header" and with_header:
         t = header_stamp_ns(raw)
         if t:  # publishers that leave the stamp at zero: fall back to the receive time
             return t
     return log_ns
-
-
-@functools.lru_cache(maxsize=64)
-def _has_header(msgtype: str) -> bool:
-    fields = get_typestore().fielddefs[msgtype][1]
-    return bool(fields) and fields[0][0] == "header"
 
 
 def _pose_of(msg: Any, msgtype: str) -> np.ndarray:
@@ -202,9 +201,23 @@ def _hold_action(space, last_action: np.ndarray, last_pose: Pose) -> np.ndarray:
 
 
 # ---------------------------------------------------------------------------------------------------- one episode
-def episode_samples(path: str | Path, config: DatasetConfig, cameras: Sequence[str] | None = None) -> EpisodeSamples:
+def _angle_dims(space) -> list[int]:
+    """Action dims holding absolute Euler angles (where a 2pi shift changes the number, not the rotation)."""
+    return [3, 4, 5] if space.rotation == "absolute" and space.rotation_repr == "rpy" else []
+
+
+def episode_samples(
+    path: str | Path,
+    config: DatasetConfig,
+    cameras: Sequence[str] | None = None,
+    angle_center: np.ndarray | None = None,
+) -> EpisodeSamples:
     """Align one episode and compute its action chunks (see the module docstring). Raises ValueError naming missing
-    topics or cameras."""
+    topics or cameras.
+
+    angle_center: absolute Euler angles are shifted by multiples of 2pi so the episode starts within pi of it
+    (None: taken from this episode's first action, wrapped to [-pi, pi)). The centre used is returned.
+    """
     from mole_vla_ros.model.processor import ImageProcessor
 
     space = get_action_space(config.action_space)
@@ -256,9 +269,11 @@ def episode_samples(path: str | Path, config: DatasetConfig, cameras: Sequence[s
         cam_stamps: dict[str, list[int]] = {t: [] for t in cam_topics.values()}
         pose_t, poses, grip_t, grips = [], [], [], []
         wanted = [*cam_topics.values(), pose_topic, grip_topic]
+        offsets: dict[str, list[int]] = {}  # header stamp - receive time, per topic
         for m in reader.messages(wanted):
-            has_header = _has_header(m.msgtype)
-            t = _stamp_ns(m.data, m.log_time_ns, has_header, config.time_source)
+            t = _stamp_ns(m.data, m.log_time_ns, has_header(m.msgtype), config.time_source)
+            if t != m.log_time_ns:
+                offsets.setdefault(m.topic, []).append(m.log_time_ns - t)
             if m.topic in cam_stamps:
                 cam_stamps[m.topic].append(t)
             elif m.topic == pose_topic:
@@ -285,6 +300,18 @@ def episode_samples(path: str | Path, config: DatasetConfig, cameras: Sequence[s
                         )
                     grips.append(float(np.sum(np.asarray(msg.position, dtype=np.float64)[idx])) * (2 / len(idx)))
                 grip_t.append(t)
+
+        # Header stamps from an unsynchronized clock (camera hardware clock, robot PC without PTP/NTP) put streams
+        # seconds apart; alignment would then pair unrelated messages. Say so instead of building silently.
+        clock_warnings = []
+        for topic, off in offsets.items():
+            latency = float(np.median(off)) / 1e9
+            if not -0.05 <= latency <= CLOCK_WARN_S:
+                clock_warnings.append(
+                    f"{topic}: header stamps are {latency:+.3f} s from receive time (clocks not synchronized? "
+                    "sync them (PTP/NTP) or rebuild with --time-source receive)"
+                )
+                log.warning("episode %s: %s", reader.name, clock_warnings[-1])
 
         streams = {"pose": (pose_t, pose_topic), "gripper": (grip_t, grip_topic)}
         streams.update({f"camera {c}": (cam_stamps[t], t) for c, t in cam_topics.items()})
@@ -336,6 +363,11 @@ def episode_samples(path: str | Path, config: DatasetConfig, cameras: Sequence[s
                 # a command acts on the NEXT state: action k (tick k -> k+1) carries the command issued at tick k
                 g_seg = np.concatenate([g_seg[:1], g_seg[:-1]])
             acts = space.encode_trajectory(seg_poses, g_seg)  # [L-1, D]
+            dims = _angle_dims(space) if config.consistent_angle_branch else []
+            if dims:
+                if angle_center is None:
+                    angle_center = (acts[0, dims] + np.pi) % (2 * np.pi) - np.pi
+                acts[:, dims] -= 2 * np.pi * np.round((acts[0, dims] - angle_center) / (2 * np.pi))
             step_actions.append(acts)
             hold = _hold_action(space, acts[-1], seg_poses[-1])
             padded = np.concatenate([acts, np.repeat(hold[None], C, axis=0)])
@@ -380,6 +412,8 @@ def episode_samples(path: str | Path, config: DatasetConfig, cameras: Sequence[s
             ticks=int(ticks.size),
             gaps=gaps,
             gripper_source=source,
+            angle_center=None if angle_center is None else np.asarray(angle_center, dtype=np.float64),
+            clock_warnings=clock_warnings,
         )
 
 
@@ -539,8 +573,10 @@ def build_dataset(
         from tqdm import tqdm
 
         iterator = tqdm(chosen, desc="episodes", unit="ep")
+    angle_center = None
     for index, (path, meta) in enumerate(iterator):
-        samples = episode_samples(path, config, cameras)
+        samples = episode_samples(path, config, cameras, angle_center)
+        angle_center = samples.angle_center if angle_center is None else angle_center
         robot_types.add(meta.get("robot_type", "fr3"))
         if samples.instruction not in instructions:
             instructions.append(samples.instruction)
@@ -583,6 +619,7 @@ def build_dataset(
                 "ticks": samples.ticks,
                 "gripper_source": samples.gripper_source,
                 "gaps": [g.as_dict() for g in samples.gaps],
+                "clock_warnings": samples.clock_warnings,
                 "source": meta.get("source", "real"),
             }
         )
@@ -620,6 +657,7 @@ def build_dataset(
             "count": int(acts.shape[0]),
         },
         "padding": "hold",
+        "angle_branch_center": None if angle_center is None else angle_center.tolist(),
         "splits": {
             s: {
                 "samples": writers[s].total,
@@ -649,7 +687,8 @@ class TrainingDataset:
     """A built dataset split as a map-style dataset (works with torch.utils.data.DataLoader's default collate).
 
     item = {"images": uint8 [V,S,S,3], "actions": float32 [C,D] (q01/q99-normalized when normalize_actions, gripper
-    raw), "action_mask": bool [C], "instruction": str, "instruction_id", "episode_index", "frame_index": int}
+    raw), "action_mask": bool [C], "instruction": str, "instruction_id", "episode_index", "frame_index": int,
+    "state": float32 [8] (EE pose x y z qx qy qz qw, gripper_open)}
     Attributes: meta (meta.json), normalizer (ActionNormalizer), cameras, instructions, chunk_size, action_dim,
     action_space, image_size.
     """
@@ -731,6 +770,8 @@ class TrainingDataset:
             "instruction_id": iid,
             "episode_index": int(get("episode_index")),
             "frame_index": int(get("frame_index")),
+            # proprioception (MoLe-VLA does not use it; other policies may): EE pose x y z qx qy qz qw + gripper_open
+            "state": np.concatenate([get("ee_pose"), [get("gripper_open")]]).astype(np.float32),
         }
 
 

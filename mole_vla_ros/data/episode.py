@@ -425,6 +425,11 @@ class EpisodeWriter:
                 self.min_free_disk_gb / 2,
             )
 
+    def flush_if_due(self) -> None:
+        """flush() when flush_interval_s has passed since the last one (for periodic timers)."""
+        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+            self.flush()
+
     # ------------------------------------------------------------------ ending
     def _stop_thread(self) -> None:
         if self._queue is not None and self._thread.is_alive():
@@ -442,6 +447,9 @@ class EpisodeWriter:
         self._stop_thread()
         with self._lock:
             self._writer.close()
+            if self.fsync:  # the finished episode must survive a power cut right after "saved"
+                _fsync_file(self.work_dir / f"{self.name}.mcap")
+                _fsync_file(self.work_dir / "metadata.yaml")
             self._state = "finished"
             self._write_json("complete", success=success)
             os.replace(self.work_dir, self.final_dir)
@@ -511,6 +519,14 @@ class EpisodeWriter:
             "flush_interval_s": self.flush_interval_s,
         }
         _write_json_atomic(self.work_dir / EPISODE_JSON, data)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def _remove_if_empty(path: Path) -> None:

@@ -19,6 +19,7 @@ Commands (service names, `~/command` std_msgs/String payloads and keyboard keys 
 from __future__ import annotations
 
 import collections
+import functools
 import json
 import logging
 import struct
@@ -168,7 +169,26 @@ class RecorderConfig:
         return [TopicSpec(self.resolve(t.name), t.type, QOS_PRESETS[t.qos], t.expected_hz) for t in self.topics]
 
     def cameras(self) -> dict[str, dict[str, Any]]:
-        return {t.camera: {"topic": self.resolve(t.name), "type": t.type} for t in self.topics if t.camera}
+        """camera name -> {"topic", "type", "info_topic" (when its camera_info is recorded)}."""
+        names = {self.resolve(t.name) for t in self.topics}
+        out = {}
+        for t in self.topics:
+            if t.camera:
+                topic = self.resolve(t.name)
+                entry = {"topic": topic, "type": t.type}
+                info = camera_info_topic(topic)
+                if info in names:
+                    entry["info_topic"] = info
+                out[t.camera] = entry
+        return out
+
+
+def camera_info_topic(image_topic: str) -> str:
+    """The camera_info topic next to an image topic (image_transport convention: same namespace)."""
+    base = image_topic.rsplit("/", 1)[0]
+    if base.endswith("/compressed") or image_topic.endswith("/compressed"):
+        base = image_topic.rsplit("/", 2)[0]
+    return f"{base}/camera_info"
 
 
 def _topic_from_dict(d: Any) -> RecordedTopicConfig:
@@ -194,7 +214,9 @@ def header_stamp_ns(data: bytes | memoryview) -> int | None:
     return sec * 1_000_000_000 + nsec
 
 
-def _has_header(msgtype: str) -> bool:
+@functools.lru_cache(maxsize=128)
+def has_header(msgtype: str) -> bool:
+    """True when the message's first field is a std_msgs/Header (its stamp then sits at a fixed CDR offset)."""
     fields = get_typestore().fielddefs[msgtype][1]
     return bool(fields) and fields[0][0] == "header" and fields[0][1][1] == "std_msgs/msg/Header"
 
@@ -232,6 +254,8 @@ class TopicMonitor:
             self.latency_n += 1
         else:
             t = recv_ns  # no header: judge gaps by arrival time
+        if self.last_stamp_ns is not None and t < self.last_stamp_ns - 1_000_000_000:
+            self.last_stamp_ns = None  # clock jumped back (bag loop, sim reset): restart gap tracking
         if self.expected_hz and self.last_stamp_ns is not None and t > self.last_stamp_ns:
             periods = (t - self.last_stamp_ns) * self.expected_hz / 1e9
             if periods > self.gap_factor:
@@ -267,6 +291,7 @@ class CommandResult:
 
 
 IDLE, RECORDING, STOPPED = "idle", "recording", "stopped"
+WARN_EVERY_S = 5.0
 
 
 class RecorderCore:
@@ -288,9 +313,14 @@ class RecorderCore:
         self.specs = {s.name: s for s in config.topic_specs()}
         self.camera_topics = {config.resolve(t.name): t.camera for t in config.topics if t.camera}
         self.required = {config.resolve(t.name) for t in config.topics if t.required}
+        cams = config.cameras()
+        self._camera_fact_topics = {c["topic"] for c in cams.values()} | {
+            c["info_topic"] for c in cams.values() if "info_topic" in c
+        }
+        self._last_raw: dict[str, bytes | memoryview] = {}
         self.monitors = {
             name: TopicMonitor(
-                name, s.expected_hz, _has_header(s.msgtype), config.monitor_window_s, config.drop_gap_factor
+                name, s.expected_hz, has_header(s.msgtype), config.monitor_window_s, config.drop_gap_factor
             )
             for name, s in self.specs.items()
         }
@@ -302,7 +332,8 @@ class RecorderCore:
         self.last_saved: Path | None = None
         self.saved_count = 0
         self.started_ns = clock()
-        self._warned: dict[str, int] = {}
+        self.error: str | None = None  # last writer failure, reported by tick() and status()
+        self._last_warn: dict[str, int] = {}
 
     # ------------------------------------------------------------------ data path
     def on_message(self, topic: str, data: bytes | memoryview, recv_ns: int | None = None) -> None:
@@ -314,10 +345,19 @@ class RecorderCore:
             )
         recv_ns = self.clock() if recv_ns is None else recv_ns
         lost = mon.add(data, recv_ns)
+        if topic in self._camera_fact_topics:
+            self._last_raw[topic] = data  # a reference only; decoded once, when the episode is saved
         if self.state == RECORDING and self.writer is not None:
-            self.writer.write(topic, data, recv_ns)
-            if lost:
-                self.writer.note_dropped(topic, lost)
+            try:
+                self.writer.write(topic, data, recv_ns)
+                if lost:
+                    self.writer.note_dropped(topic, lost)
+            except Exception as exc:
+                # A failing writer (disk error, writer thread died) must not kill the node or lose the episode
+                # silently: stop writing, keep what is on disk, tell the operator.
+                self.state = STOPPED
+                self.error = f"writing {topic} failed: {exc}"
+                log.exception("episode %s: %s; recording stopped (save or discard it)", self.writer.name, self.error)
 
     # ------------------------------------------------------------------ commands
     def handle_command(self, text: str) -> CommandResult:
@@ -386,6 +426,7 @@ class RecorderCore:
             mon.reset_episode_counters()
         self.state = RECORDING
         self.label = None
+        self.error = None
         self.episode_start_ns = self.clock()
         msg = f"recording episode {self.writer.name}: {self.instruction!r}"
         if silent:
@@ -408,6 +449,7 @@ class RecorderCore:
             self.label = success
         assert self.writer is not None
         self._store_topic_extras()
+        self._store_camera_facts()
         path = self.writer.finish(self.label)
         self.writer, self.state = None, IDLE
         self.last_saved = path
@@ -438,9 +480,38 @@ class RecorderCore:
         for topic, mon in self.monitors.items():
             self.writer.set_topic_info(topic, latency_ms=mon.latency_ms(), stamp_gap_dropped=mon.dropped)
 
+    def _store_camera_facts(self) -> None:
+        """Image size/encoding and intrinsics (from camera_info) of each camera, into episode.json's cameras."""
+        assert self.writer is not None
+        store = get_typestore()
+        for cam, entry in self.writer.metadata.cameras.items():
+            try:
+                raw = self._last_raw.get(entry.get("topic", ""))
+                if raw is not None and entry.get("type") == "sensor_msgs/msg/Image":
+                    img = store.deserialize_cdr(raw, "sensor_msgs/msg/Image")
+                    entry.update(width=int(img.width), height=int(img.height), encoding=img.encoding,
+                                 frame_id=img.header.frame_id)  # fmt: skip
+                elif raw is not None:
+                    img = store.deserialize_cdr(raw, "sensor_msgs/msg/CompressedImage")
+                    entry.update(format=img.format, frame_id=img.header.frame_id)
+                info_raw = self._last_raw.get(entry.get("info_topic", ""))
+                if info_raw is not None:
+                    info = store.deserialize_cdr(info_raw, "sensor_msgs/msg/CameraInfo")
+                    entry["intrinsics"] = {
+                        "width": int(info.width),
+                        "height": int(info.height),
+                        "distortion_model": info.distortion_model,
+                        "k": [float(x) for x in info.k],
+                        "d": [float(x) for x in info.d],
+                        "frame_id": info.header.frame_id,
+                    }
+            except Exception as exc:  # a malformed message must not block saving the episode
+                log.warning("camera %s: could not read image/camera_info facts: %s", cam, exc)
+
     # ------------------------------------------------------------------ periodic checks
     def tick(self, now_ns: int | None = None) -> list[str]:
-        """Rate / stall / disk checks (call at ~1-2 Hz). Returns the warnings raised now; also logs them."""
+        """Rate / stall / disk checks (call at ~1-2 Hz). Returns every current warning; logs each at most every
+        WARN_EVERY_S seconds."""
         now = self.clock() if now_ns is None else now_ns
         warnings = []
         warm = now - self.started_ns >= self.config.monitor_window_s * 1e9
@@ -457,6 +528,8 @@ class RecorderCore:
                 rate = mon.rate_hz(now)
                 if rate < self.config.rate_warn_fraction * mon.expected_hz:
                     warnings.append(f"{topic}: {rate:.1f} Hz, expected {mon.expected_hz:g} Hz")
+        if self.error:
+            warnings.append(f"recording stopped: {self.error}")
         if self.writer is not None and self.writer.low_disk:
             warnings.append("disk almost full: messages are being dropped; save the episode now")
         if (
@@ -468,9 +541,12 @@ class RecorderCore:
             self.stop()
             warnings.append(f"episode reached max_episode_s={self.config.max_episode_s:g} s and was stopped")
         if self.writer is not None and self.state == RECORDING:
-            self.writer.flush()
-        for w in warnings:
-            log.warning(w)
+            self.writer.flush_if_due()  # also when no message arrives to trigger it
+        for w in warnings:  # the same problem is logged at most every WARN_EVERY_S (tick runs at ~2 Hz)
+            key = w.split(":")[0]
+            if now - self._last_warn.get(key, -(1 << 62)) >= WARN_EVERY_S * 1e9:
+                log.warning(w)
+                self._last_warn[key] = now
         return warnings
 
     def status(self, now_ns: int | None = None) -> dict[str, Any]:
@@ -485,6 +561,7 @@ class RecorderCore:
             if self.episode_start_ns and self.state != IDLE
             else 0.0,
             "saved_episodes": self.saved_count,
+            "error": self.error,
             "last_saved": str(self.last_saved) if self.last_saved else None,
             "topics": {
                 t: {"rate_hz": round(m.rate_hz(now), 1), "expected_hz": m.expected_hz, "dropped": m.dropped}

@@ -14,6 +14,7 @@ dict per sub-module; flattened with "." they read:
     llm_backbone.llm.lm_head.weight                       ignored: MoLe-VLA reads a hidden state, never decodes
     action_model.net.history_embedder.*                   ignored: CogACT builds it but never calls it
     *.rotary_emb.inv_freq                                 ignored: recomputed from rope_theta
+    vision_backbone.*.{attn_pool,head,fc_norm}.*          ignored: SigLIP's MAP head / classifier, never run
     ema_diffusion.*                                       ignored unless use_ema=True (then it replaces action_model)
 
 The HF-exported Prismatic/OpenVLA spelling (`projector.fc1..fc3`, `vision_backbone.featurizer` /
@@ -27,14 +28,17 @@ runs. Nested dicts are flattened with ".".
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
-from torch import nn
+if TYPE_CHECKING:  # torch is imported inside the functions: the CLI registers this module without loading torch
+    import torch
+    from torch import nn
 
 log = logging.getLogger(__name__)
 
@@ -62,6 +66,10 @@ KEY_MAP: tuple[tuple[str, str], ...] = (
 IGNORED: tuple[tuple[str, str], ...] = (
     (r"(?:llm_backbone\.llm|language_model)\.lm_head\.weight", "lm_head: MoLe-VLA reads a hidden state, never decodes"),
     (r".*rotary_emb\.inv_freq", "RoPE frequencies are recomputed from rope_theta"),
+    (
+        r"vision_backbone\.(?:siglip_featurizer|fused_featurizer|dino_featurizer|featurizer)\.(?:attn_pool|head|fc_norm)\..+",
+        "ViT pooling/classifier head: the featurizer reads patch tokens and never runs it",
+    ),
     (r"action_model\.net\.history_embedder\..+", "CogACT's action-history embedder is built but never used"),
     (r"ema_diffusion\..+", "EMA copy of the action head (pass use_ema=True to load it instead)"),
 )
@@ -130,6 +138,8 @@ def ignore_reason(source_key: str) -> str | None:
 
 def flatten_state_dict(obj: Mapping, prefix: str = "") -> dict[str, torch.Tensor]:
     """Nested dicts of tensors -> one flat dict with "."-joined keys. Non-tensor leaves are an error."""
+    import torch
+
     flat: dict[str, torch.Tensor] = {}
     for key, value in obj.items():
         name = f"{prefix}{key}"
@@ -149,6 +159,8 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
 
     A top-level {"model": {...}} (CogACT's save format) or {"state_dict": {...}} wrapper is unwrapped.
     """
+    import torch
+
     if not os.path.isfile(path):
         raise CogACTImportError(f"CogACT checkpoint {path!r} does not exist; pass the .pt or .safetensors file.")
     if path.endswith(".safetensors"):
@@ -240,7 +252,6 @@ def plan_import(
     return plan, report
 
 
-@torch.no_grad()
 def import_cogact(
     model: nn.Module,
     source: str | os.PathLike | Mapping[str, torch.Tensor],
@@ -263,8 +274,170 @@ def import_cogact(
             + report.summary()
             + ". Pass strict=False to load what matches (missing tensors keep their current values)."
         )
+    import torch
+
     params = model.state_dict(keep_vars=True)
-    for target, (_key, tensor) in plan.items():
-        params[target].copy_(tensor.to(params[target].dtype))
+    with torch.no_grad():
+        for target, (_key, tensor) in plan.items():
+            params[target].copy_(tensor.to(params[target].dtype))
     log.info("CogACT import: %s", report.summary())
     return report
+
+
+# ---------------------------------------------------------------------------------------------- conversion
+def read_cogact_stats(path: str, unnorm_key: str | None = None):
+    """ActionNormalizer from CogACT's dataset_statistics.json ({dataset: {"action": {"q01", "q99", "mask"}}}).
+
+    unnorm_key picks the dataset; it may be omitted when the file holds exactly one.
+    """
+    from .normalization import ActionNormalizer
+
+    if not os.path.isfile(path):
+        raise CogACTImportError(f"statistics file {path!r} does not exist; CogACT ships dataset_statistics.json.")
+    with open(path, encoding="utf-8") as f:
+        stats = json.load(f)
+    datasets = sorted(k for k, v in stats.items() if isinstance(v, dict) and isinstance(v.get("action"), dict))
+    if not datasets:
+        raise CogACTImportError(f"{path} has no '<dataset>': {{'action': {{q01, q99}}}} entry; is it CogACT's file?")
+    if unnorm_key is None:
+        if len(datasets) != 1:
+            raise CogACTImportError(f"{path} holds statistics for {datasets}; choose one with unnorm_key.")
+        unnorm_key = datasets[0]
+    if unnorm_key not in datasets:
+        raise CogACTImportError(f"unnorm_key {unnorm_key!r} is not in {path}; it has {datasets}.")
+    action = stats[unnorm_key]["action"]
+    for name in ("q01", "q99"):
+        if name not in action:
+            raise CogACTImportError(f"{path}: {unnorm_key}.action has no {name!r}; found {sorted(action)}.")
+    mask = action.get("mask", ActionNormalizer.default_mask(len(action["q01"])).tolist())
+    return ActionNormalizer(action["q01"], action["q99"], mask), unnorm_key
+
+
+def find_stats_file(checkpoint: str) -> str | None:
+    """CogACT keeps dataset_statistics.json in the run directory: next to the checkpoint or one level up."""
+    here = os.path.dirname(os.path.abspath(checkpoint))
+    for folder in (here, os.path.dirname(here)):
+        candidate = os.path.join(folder, "dataset_statistics.json")
+        if os.path.isfile(candidate):
+            return candidate
+    return None
+
+
+def convert_cogact(
+    checkpoint: str,
+    out_dir: str,
+    *,
+    config=None,
+    stats: str | None = None,
+    unnorm_key: str | None = None,
+    dtype: str = "bfloat16",
+    use_ema: bool = False,
+    allow_missing: bool = False,
+) -> tuple[str, ImportReport]:
+    """CogACT checkpoint file -> MoLe-VLA checkpoint directory (config.json, model.safetensors, normalization.json).
+
+    config: a MoLeVLAConfig (default: the cogact-base preset). Vision towers the checkpoint lacks (CogACT does not
+            save frozen towers) come from config.vision.dino_weights / siglip_weights (local timm files).
+    stats: CogACT's dataset_statistics.json (default: found next to the checkpoint); unnorm_key picks the dataset.
+    allow_missing: keep the initialization of model tensors the checkpoint lacks instead of failing.
+    The router is always freshly initialized (CogACT has none): fine-tune with `mole-vla train` before use.
+    """
+    import torch
+
+    from .checkpoint import save_checkpoint
+    from .configuration import MoLeVLAConfig
+    from .modeling import build_model
+
+    config = config or MoLeVLAConfig.preset("cogact-base")
+    stats = stats or find_stats_file(checkpoint)
+    if stats is None:
+        raise CogACTImportError(
+            f"no dataset_statistics.json next to {checkpoint}; pass the statistics file (CogACT ships one per run)."
+        )
+    normalizer, key = read_cogact_stats(stats, unnorm_key)
+    if normalizer.action_dim != config.action_dim:
+        raise CogACTImportError(
+            f"{stats} ({key}) has {normalizer.action_dim} action dims but the config predicts {config.action_dim}."
+        )
+    torch_dtype = getattr(torch, dtype, None)
+    if not isinstance(torch_dtype, torch.dtype) or not torch_dtype.is_floating_point:
+        raise CogACTImportError(f"dtype {dtype!r} is not a floating torch dtype; use bfloat16, float16 or float32.")
+    state = read_checkpoint(checkpoint)
+    # pretrained=True loads only what the config names as local files (vision towers); the LLM source is ignored
+    # here because every LLM weight comes from the checkpoint
+    config = config.replace(**{"llm.source": "random"})
+    model = build_model(config, "cpu", torch_dtype, pretrained=True)
+    _plan, report = plan_import(model, state, use_ema=use_ema)
+    vision_from_files = bool(config.vision.dino_weights or config.vision.siglip_weights)
+    gaps = [k for k in report.missing if not (vision_from_files and k.startswith("vision."))]
+    if report.unexpected or (gaps and not allow_missing):
+        raise CogACTImportError(
+            f"{checkpoint} does not cover the model: {report.summary()}. Vision towers missing from the checkpoint "
+            "come from vision.dino_weights / vision.siglip_weights; allow_missing keeps other gaps at their init."
+        )
+    import_cogact(model, state, strict=False, use_ema=use_ema)
+    save_checkpoint(
+        out_dir,
+        model,
+        normalizer,
+        extra={
+            "source": "cogact",
+            "cogact_checkpoint": os.path.abspath(checkpoint),
+            "unnorm_key": key,
+            "import_report": report.summary(),
+            "router": "fresh init (not in CogACT)" if report.expected_missing else "from checkpoint",
+        },
+    )
+    log.info("converted %s -> %s (%s)", checkpoint, out_dir, report.summary())
+    return out_dir, report
+
+
+def run(args) -> int:
+    """`mole-vla import-cogact`: see register()."""
+    from .configuration import MoLeVLAConfig
+
+    overrides = {}
+    if args.tokenizer:
+        overrides |= {"llm.tokenizer": "llama", "llm.path": args.tokenizer}
+    if args.dino_weights:
+        overrides["vision.dino_weights"] = args.dino_weights
+    if args.siglip_weights:
+        overrides["vision.siglip_weights"] = args.siglip_weights
+    try:
+        config = MoLeVLAConfig.preset(args.preset, **overrides)
+        out, report = convert_cogact(
+            args.checkpoint,
+            args.out,
+            config=config,
+            stats=args.stats,
+            unnorm_key=args.unnorm_key,
+            dtype=args.dtype,
+            use_ema=args.use_ema,
+            allow_missing=args.allow_missing,
+        )
+    except (CogACTImportError, ValueError, FileNotFoundError) as exc:
+        print(f"import-cogact: {exc}")
+        return 1
+    print(f"wrote {out}: {report.summary()}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "import-cogact",
+        help="convert a CogACT checkpoint (.pt / .safetensors) into a MoLe-VLA checkpoint directory",
+        description="Maps CogACT's keys onto MoLe-VLA (see mole_vla_ros/model/cogact_import.py); the STAR router "
+        "starts from a fresh init, so fine-tune before deploying. Nothing is downloaded.",
+    )
+    p.add_argument("checkpoint", help="CogACT checkpoint file, e.g. CogACT-Base.pt")
+    p.add_argument("--out", required=True, help="output checkpoint directory")
+    p.add_argument("--stats", default=None, help="dataset_statistics.json (default: next to the checkpoint)")
+    p.add_argument("--unnorm-key", default=None, help="dataset in the statistics file (e.g. rlbench)")
+    p.add_argument("--tokenizer", default=None, help="local LLaMA-2 tokenizer directory (saved into the checkpoint)")
+    p.add_argument("--dino-weights", default=None, help="local timm DINOv2 tower file, if the checkpoint lacks it")
+    p.add_argument("--siglip-weights", default=None, help="local timm SigLIP tower file, if the checkpoint lacks it")
+    p.add_argument("--preset", default="cogact-base", help="model shapes (default cogact-base)")
+    p.add_argument("--dtype", default="bfloat16", help="stored dtype: bfloat16 (default), float16, float32")
+    p.add_argument("--use-ema", action="store_true", help="take the action head from ema_diffusion.*")
+    p.add_argument("--allow-missing", action="store_true", help="keep init values for tensors the file lacks")
+    p.set_defaults(func=run)

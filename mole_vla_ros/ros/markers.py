@@ -33,6 +33,8 @@ class MarkerStyle:
     line_width: float = 0.004
     # gripper value >= this is drawn open (green), below closed (red); the action space uses 1 = open
     open_threshold: float = 0.5
+    # size and opacity factor of steps the scheduler will not execute (already past, or beyond the execute horizon)
+    skipped_scale: float = 0.5
 
     def __post_init__(self):
         if self.history < 1:
@@ -41,6 +43,8 @@ class MarkerStyle:
             raise ValueError(f"marker fade_seconds must be > 0 s, got {self.fade_seconds}")
         if not 0.0 <= self.min_alpha <= 1.0:
             raise ValueError(f"marker min_alpha must be in [0, 1], got {self.min_alpha}")
+        if not 0.0 < self.skipped_scale <= 1.0:
+            raise ValueError(f"marker skipped_scale must be in (0, 1], got {self.skipped_scale}")
         if not (self.sphere_diameter > 0 and self.line_width > 0):
             raise ValueError(
                 f"marker sizes must be > 0 m, got sphere_diameter={self.sphere_diameter} line_width={self.line_width}"
@@ -73,3 +77,8 @@ def marker_lifetime(style: MarkerStyle) -> float:
 def chunk_slot(chunk_index: int, style: MarkerStyle) -> int:
     """Which of the `history` marker-id slots a chunk uses; the oldest slot is overwritten by the newest chunk."""
     return chunk_index % style.history
+
+
+def step_scale(executed: bool, style: MarkerStyle) -> float:
+    """Size and opacity factor of one step's sphere: 1 for steps that will run, `skipped_scale` for the others."""
+    return 1.0 if executed else style.skipped_scale

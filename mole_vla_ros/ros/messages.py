@@ -136,27 +136,40 @@ class RosbagsMessages(_FactoryHelpers):
         if typestore is None:
             typestore = default_typestore()
         self.typestore = typestore
+        # type name as written -> (message class, ((field, fielddef), ...), field names); makes `make` cheap enough
+        # for a MarkerArray of ~100 markers per visualization tick
+        self._specs: dict[str, tuple[type, tuple, frozenset]] = {}
 
-    def _fielddefs(self, type_name: str):
-        try:
-            return self.typestore.fielddefs[type_name][1]
-        except KeyError:
-            raise ValueError(
-                f"message type {type_name!r} is not registered in the rosbags typestore; register its .msg "
-                "definition in mole_vla_ros/data/typestore.py"
-            ) from None
+    def message_class(self, type_name: str) -> type:
+        """The rosbags dataclass for `type_name` (the counterpart of RclpyMessages.message_class)."""
+        return self._spec(type_name)[0]
+
+    def _spec(self, type_name: str) -> tuple[type, tuple, frozenset]:
+        spec = self._specs.get(type_name)
+        if spec is None:
+            full = normalize_type_name(type_name)
+            try:
+                defs = tuple(self.typestore.fielddefs[full][1])
+            except KeyError:
+                raise ValueError(
+                    f"message type {type_name!r} is not registered in the rosbags typestore; register its .msg "
+                    "definition in mole_vla_ros/data/typestore.py"
+                ) from None
+            spec = (self.typestore.types[full], defs, frozenset(name for name, _ in defs))
+            self._specs[type_name] = spec
+        return spec
 
     def make(self, type_name: str, **fields: Any) -> Any:
-        type_name = normalize_type_name(type_name)
-        defs = self._fielddefs(type_name)
-        known = [name for name, _ in defs]
-        unknown = sorted(set(fields) - set(known))
-        if unknown:
-            raise ValueError(f"{type_name} has no field(s) {unknown}; its fields are {known}")
+        cls, defs, names = self._spec(type_name)
+        if not names.issuperset(fields):
+            raise ValueError(
+                f"{cls.__msgtype__} has no field(s) {sorted(set(fields) - names)}; its fields are "
+                f"{[n for n, _ in defs]}"
+            )
         values = {}
         for name, desc in defs:
             values[name] = self._coerce(desc, fields[name]) if name in fields else self._default(desc)
-        return self.typestore.types[type_name](**values)
+        return cls(**values)
 
     def constant(self, type_name: str, name: str) -> Any:
         type_name = normalize_type_name(type_name)
@@ -222,6 +235,7 @@ class RclpyMessages(_FactoryHelpers):
 
     def __init__(self):
         self._classes: dict[str, type] = {}
+        self._field_types: dict[type, dict[str, str]] = {}
 
     def message_class(self, type_name: str) -> type:
         """The rclpy class for `type_name` (e.g. franka_msgs/action/Move_Goal -> franka_msgs.action.Move.Goal)."""
@@ -241,7 +255,9 @@ class RclpyMessages(_FactoryHelpers):
 
     def make(self, type_name: str, **fields: Any) -> Any:
         cls = self.message_class(type_name)
-        types = cls.get_fields_and_field_types()
+        types = self._field_types.get(cls)
+        if types is None:
+            types = self._field_types[cls] = cls.get_fields_and_field_types()
         unknown = sorted(set(fields) - set(types))
         if unknown:
             raise ValueError(f"{type_name} has no field(s) {unknown}; its fields are {sorted(types)}")

@@ -26,6 +26,7 @@ class _ShownChunk:
     predicted_at: float
     poses: tuple[Pose, ...]
     gripper: tuple[float, ...]
+    executed: tuple[bool, ...]
 
 
 class OutputBuilder:
@@ -53,7 +54,8 @@ class OutputBuilder:
 
     # -- commands --------------------------------------------------------------------------------------------------
     def commands(self, step: StepOutput) -> dict[str, Any]:
-        """{"pose_command" | "joint_trajectory" | "target_pose_preview": message} for what this step produced."""
+        """{"pose_command" | "joint_trajectory" | "target_pose_preview" | "joint_trajectory_preview": message} for
+        what this step produced (commands only when the runtime actuates, previews always)."""
         f, out = self.factory, {}
         if step.pose_command is not None:
             c = step.pose_command
@@ -67,6 +69,12 @@ class OutputBuilder:
         if step.preview is not None:
             c = step.preview
             out["target_pose_preview"] = conv.pose_stamped_msg(f, c.pose, c.stamp, c.frame_id)
+        preview_joint = getattr(step, "preview_joint", None)
+        if preview_joint is not None:
+            c = preview_joint
+            out["joint_trajectory_preview"] = conv.joint_trajectory_msg(
+                f, c.joint_names, c.time_from_start, c.positions, c.velocities
+            )
         return out
 
     def gripper_goal(self, cmd: GripperCommand) -> tuple[str, Any]:
@@ -88,7 +96,13 @@ class OutputBuilder:
         stamps = np.asarray(chunk.stamps, dtype=np.float64)
         self._frame_id = chunk.frame_id
         self._chunks.append(
-            _ShownChunk(self._chunk_count, chunk.obs_stamp, poses, tuple(float(g) for g in chunk.gripper))
+            _ShownChunk(
+                self._chunk_count,
+                chunk.obs_stamp,
+                poses,
+                tuple(float(g) for g in chunk.gripper),
+                tuple(bool(e) for e in chunk.executed),
+            )
         )
         self._chunk_count += 1
         out = {
@@ -109,7 +123,7 @@ class OutputBuilder:
         """MarkerArray of the remembered chunks with alpha by age at `now`; None before the first chunk."""
         if not self._chunks:
             return None
-        chunks = [(c.index, c.predicted_at, c.poses, c.gripper) for c in self._chunks]
+        chunks = [(c.index, c.predicted_at, c.poses, c.gripper, c.executed) for c in self._chunks]
         return conv.chunk_markers_msg(self.factory, chunks, now, self._frame_id, self.style)
 
     def clear(self) -> None:

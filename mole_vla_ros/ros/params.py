@@ -70,7 +70,8 @@ class TopicsConfig:
     camera_transport: str = "raw"
     # sensor_msgs/JointState with the arm joints (franka merged joint_states, 30 Hz by default)
     joint_states: str = Topics.JOINT_STATES
-    # geometry_msgs/PoseStamped of the EE in the base frame; "" = look the EE pose up in TF instead
+    # geometry_msgs/PoseStamped of the EE in the base frame; "" = TF lookup base_frame -> ee_frame instead
+    # (neither is used with observation.ee_pose_source: fk)
     ee_pose: str = Topics.CURRENT_POSE
     # franka convenience topics are best effort (franka_ros2 >= 2.4); set false for a reliable pose publisher
     ee_pose_best_effort: bool = True
@@ -428,7 +429,9 @@ def _emit(tree: dict, lines: list[str], indent: int) -> None:
         lines.append(f"{pad}{key}: {rendered}")
 
 
-if __name__ == "__main__":  # python -m mole_vla_ros.ros.params > config/mole_vla.yaml  (regenerate the defaults)
+if __name__ == "__main__":
+    # python -m mole_vla_ros.ros.params > config/mole_vla.yaml     regenerate the shipped defaults
+    # python -m mole_vla_ros.ros.params --table                     the README's parameter table
     import sys
 
-    sys.stdout.write(default_params_yaml())
+    sys.stdout.write(markdown_table() + "\n" if "--table" in sys.argv else default_params_yaml())

@@ -11,6 +11,7 @@ Wiring (names relative to the node's namespace; `~/` = /<ns>/mole_vla_policy/):
   publishes   topics.pose_command          geometry_msgs/PoseStamped   (output_mode pose, only when not dry run)
               topics.joint_trajectory      trajectory_msgs/JointTrajectory with velocities (joint_trajectory mode)
               ~/target_pose_preview        geometry_msgs/PoseStamped: what would be / is commanded (always)
+              ~/joint_trajectory_preview   trajectory_msgs/JointTrajectory: same, joint_trajectory mode
               ~/predicted_trajectory       trajectory_msgs/MultiDOFJointTrajectory of each accepted chunk
               ~/predicted_path             nav_msgs/Path of each accepted chunk
               ~/markers                    visualization_msgs/MarkerArray (chunks, gripper colours, fading)
@@ -43,6 +44,7 @@ from mole_vla_ros.ros.params import NODE_NAME, NodeSettings, parameter_specs, se
 
 OUTPUT_TOPICS: dict[str, str] = {
     "target_pose_preview": "~/target_pose_preview",
+    "joint_trajectory_preview": "~/joint_trajectory_preview",
     "predicted_trajectory": "~/predicted_trajectory",
     "predicted_path": "~/predicted_path",
     "markers": "~/markers",
@@ -51,6 +53,7 @@ OUTPUT_TOPICS: dict[str, str] = {
 }
 OUTPUT_TYPES: dict[str, str] = {
     "target_pose_preview": "geometry_msgs/msg/PoseStamped",
+    "joint_trajectory_preview": "trajectory_msgs/msg/JointTrajectory",
     "predicted_trajectory": "trajectory_msgs/msg/MultiDOFJointTrajectory",
     "predicted_path": "nav_msgs/msg/Path",
     "markers": "visualization_msgs/msg/MarkerArray",
@@ -119,19 +122,25 @@ class PolicyNodeShell:
     """Everything the node owns: the core, its publishers, subscriptions, timers and services.
 
     `policy` may be passed in (tests, a remote client); by default it is loaded from `settings.node.policy`.
+    `factory` builds messages (default: rclpy classes); `executor` is the core's inference executor.
     """
 
-    def __init__(self, node: Any, settings: NodeSettings, policy: Any = None, executor: str = "thread"):
+    def __init__(
+        self, node: Any, settings: NodeSettings, policy: Any = None, executor: str = "thread", factory: Any = None
+    ):
         from rclpy.action import ActionClient  # noqa: F401  (fail early, before the model loads, if rclpy is broken)
 
-        from mole_vla_ros.ros.messages import RclpyMessages
         from mole_vla_ros.ros.outputs import OutputBuilder
         from mole_vla_ros.runtime.node_core import PolicyRuntime
 
         self.node = node
         self.settings = settings
         self.log = node.get_logger()
-        self.factory = RclpyMessages()
+        if factory is None:
+            from mole_vla_ros.ros.messages import RclpyMessages
+
+            factory = RclpyMessages()
+        self.factory = factory
         cfg, ncfg = settings.runtime, settings.node
         self.robot = describe(cfg.frames.robot_type)
         self.input_errors: Counter[str] = Counter()
@@ -235,7 +244,9 @@ class PolicyNodeShell:
                 )
             )
         self.tf_buffer = None
-        if topics.ee_pose:
+        if cfg.observation.ee_pose_source == "fk":
+            pass  # the core computes the EE pose from the joint states (forward kinematics)
+        elif topics.ee_pose:
             self.subs.append(
                 self.node.create_subscription(
                     msg("geometry_msgs/msg/PoseStamped"),
@@ -244,7 +255,7 @@ class PolicyNodeShell:
                     franka_pose_profile(topics.ee_pose_best_effort),
                 )
             )
-        elif cfg.observation.ee_pose_source == "topic":
+        else:
             from tf2_ros import Buffer, TransformListener
 
             self.tf_buffer = Buffer()
@@ -373,7 +384,10 @@ class PolicyNodeShell:
 
     # -- outputs ---------------------------------------------------------------------------------------------------
     def _on_control_tick(self) -> None:
-        step = self.runtime.step(self.now())
+        now = self.now()
+        if now <= 0.0:
+            return  # use_sim_time before the first /clock message: no time base yet
+        step = self.runtime.step(now)
         self._last_diagnostics = step.diagnostics
         for key, message in self.outputs.commands(step).items():
             publisher = self.pub.get(key)

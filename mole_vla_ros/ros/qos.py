@@ -5,8 +5,10 @@ Why each:
   best-effort camera receives nothing, and we want the newest frame, not a queue of old ones.
 - franka convenience topics (current_pose, measured_joint_states): franka_ros2 >= 2.4 publishes them best effort,
   depth 1 (a breaking change in its CHANGELOG); a reliable subscriber silently gets no messages.
-- robot state / joint_states: reliable (franka publishes them with system-default QoS); depth 1 is enough, we use the
-  latest sample only.
+- joint states, gripper state, robot state: best effort, depth 1. A best-effort subscriber matches both reliable
+  publishers (franka's joint_states, robot_state) and best-effort ones (measured_joint_states, the faster source
+  the spec recommends), while a reliable subscriber would silently get nothing from the latter. Only the newest
+  sample matters.
 - instruction: transient local (latched), so a node that starts after the instruction was published still gets it.
 - commands: reliable, depth 1 (a late command is worse than none; crisp's controller subscribes with depth 1).
 - visualization/diagnostics: reliable, small depth.
@@ -20,7 +22,8 @@ from typing import Any
 PROFILES: dict[str, tuple[str, str, int]] = {
     "camera": ("best_effort", "volatile", 5),
     "franka_best_effort": ("best_effort", "volatile", 1),
-    "state": ("reliable", "volatile", 1),
+    "state": ("best_effort", "volatile", 1),
+    "state_reliable": ("reliable", "volatile", 1),
     "instruction": ("reliable", "transient_local", 1),
     "command": ("reliable", "volatile", 1),
     "visualization": ("reliable", "volatile", 2),
@@ -45,4 +48,4 @@ def profile(name: str) -> Any:
 
 def franka_pose_profile(best_effort: bool) -> Any:
     """QoS for the EE pose topic: best effort for franka >= 2.4 convenience topics, reliable for other sources."""
-    return profile("franka_best_effort" if best_effort else "state")
+    return profile("franka_best_effort" if best_effort else "state_reliable")

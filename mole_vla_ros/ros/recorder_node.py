@@ -99,11 +99,11 @@ def build_node(config_file: str | None = None, **overrides):
             self._ticks = 0
             self.get_logger().info(
                 f"recorder ready: {len(self.core.specs)} topics -> {self.core.output_dir}; "
-                f"send 'start <instruction>' on {self.resolve_topic_name('~/command')}"
+                f"send 'start <instruction>' on {self.get_fully_qualified_name()}/command"
             )
 
         def _report(self, ok: bool, message: str) -> None:
-            (self.get_logger().info if ok else self.get_logger().warn)(message)
+            (self.get_logger().info if ok else self.get_logger().warning)(message)
             self._publish_status(message)
 
         def _publish_status(self, message: str = "") -> None:

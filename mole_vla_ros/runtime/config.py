@@ -158,9 +158,10 @@ class TrajectoryConfig:
     max_lin_acc: tuple[float, float, float] = (1.5, 1.5, 1.5)  # m/s^2
     max_rot_vel: tuple[float, float, float] = (0.6, 0.6, 0.6)  # rad/s per rotation-vector axis
     max_rot_acc: tuple[float, float, float] = (4.0, 4.0, 4.0)  # rad/s^2
-    # joint_trajectory output: how far ahead each JointTrajectory message reaches, and its point spacing
+    # joint_trajectory output: how far ahead each JointTrajectory message reaches, and its point spacing (a new
+    # message goes out every joint_point_dt; JTC interpolates cubically between points from positions+velocities)
     joint_horizon_s: float = 0.2
-    joint_point_dt: float = 0.02
+    joint_point_dt: float = 0.04
 
     def __post_init__(self):
         _positive("trajectory", "command_rate_hz", self.command_rate_hz)

@@ -365,6 +365,16 @@ class PolicyRuntime:
         why, executed = self.scheduler.add_chunk(obs.stamp, pos, quat, grip, actions, now, start_p, start_q)
         if why:
             self.safety.reject(why, f"obs {obs.stamp:.3f} arrived at {now:.3f}")
+            if self.safety.counters[f"rejected/{why}"] == 1:
+                log.warning(
+                    "chunk refused (%s): observation %.3f s old on arrival; execute_horizon=%d x dt=%.3f s and "
+                    "max_latency_s=%.2f s must cover the inference latency (raise them or speed up inference)",
+                    why,
+                    now - obs.stamp,
+                    self.config.scheduling.execute_horizon,
+                    self.control_dt,
+                    self.config.scheduling.max_latency_s,
+                )
             return None
         self._chunk_id += 1
         self.counters["chunks/accepted"] += 1
@@ -462,6 +472,7 @@ class PolicyRuntime:
         self.scheduler.clear()
         self._hold_since = self._last_obs_stamp
         self._q_cmd = self.sync.latest_joint_positions()
+        self._last_joint_cmd = None
         width = self.sync.latest_gripper_width()
         if width is not None:
             self.gripper.sync_to_width(width)
@@ -502,6 +513,9 @@ class PolicyRuntime:
         """IK of the next joint_horizon_s of the tracker's trajectory: positions and velocities for JTC."""
         if self.tracker.state is None:
             return None
+        last = self._last_joint_cmd
+        if last is not None and now - last.stamp < self.config.trajectory.joint_point_dt - 1e-9:
+            return None  # one message per joint_point_dt: JTC keeps executing the previous one meanwhile
         seed = self._q_cmd if self._q_cmd is not None else self.sync.latest_joint_positions()
         if seed is None:
             return None
@@ -513,11 +527,13 @@ class PolicyRuntime:
         points = [self.tracker.state, *states[sub - 1 :: sub]]
         qs, qds, ts = [], [], []
         q = seed
+        # the seed is the joint position commanded with the previous message (or measured, at actuation start)
+        first_dt = None if last is None or self._q_cmd is None else max(now - last.stamp, self.command_dt)
         for k, s in enumerate(points):
             res = self.kinematics.ik(
                 s.pose,
                 q,
-                dt=self.command_dt if k == 0 else sub * self.command_dt,
+                dt=first_dt if k == 0 else sub * self.command_dt,
                 velocity_fraction=ikc.velocity_fraction,
                 joint_limit_margin=ikc.joint_limit_margin,
                 damping=ikc.damping,
@@ -547,9 +563,10 @@ class PolicyRuntime:
                 return None
             # hold the last commanded joint positions at rest
             q_hold = self._q_cmd if self._q_cmd is not None else seed
-            return JointTrajectoryCommand(
+            self._last_joint_cmd = JointTrajectoryCommand(
                 now, self.description.arm_joint_names, np.array([tr.joint_point_dt]), q_hold[None], np.zeros((1, 7))
             )
+            return self._last_joint_cmd
         self._q_cmd = qs[0]
         # the first point is the current sample (time ~0); JTC gets the future points (time_from_start > 0)
         ts_arr = np.asarray(ts)

@@ -106,7 +106,15 @@ class ChunkScheduler:
         self.positions = np.concatenate([np.asarray(start_position)[None], wp_p])
         self.quaternions = rot.quat_sign_continuity(np.concatenate([np.asarray(start_quaternion)[None], wp_q]))
         self.gripper = np.concatenate([[wp_g[0]], wp_g])
+        self._segments()
         return "", executed
+
+    def _segments(self) -> None:
+        # per-segment constant velocities of the piecewise-linear reference, computed once per chunk
+        span = np.maximum(np.diff(self.times), 1e-9)
+        self._seg_vel = np.diff(self.positions, axis=0) / span[:, None]
+        rel = rot.quat_multiply(self.quaternions[1:], rot.quat_conjugate(self.quaternions[:-1]))
+        self._seg_omega = rot.quat_to_rotvec(rel) / span[:, None]
 
     def _ensemble(self, t: np.ndarray, newest: Chunk) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         preds = []
@@ -160,17 +168,12 @@ class ChunkScheduler:
         times = self.times
         if t >= times[-1]:
             return self.positions[-1], np.zeros(3), self.quaternions[-1], np.zeros(3)
-        j = int(np.searchsorted(times, t, side="right")) - 1
-        j = max(j, 0)
+        j = max(int(np.searchsorted(times, t, side="right")) - 1, 0)
         span = times[j + 1] - times[j]
         u = min(max((t - times[j]) / span, 0.0), 1.0) if span > 0 else 1.0
-        p0, p1 = self.positions[j], self.positions[j + 1]
-        q0, q1 = self.quaternions[j], self.quaternions[j + 1]
-        pos = p0 + u * (p1 - p0)
-        vel = (p1 - p0) / span if span > 0 else np.zeros(3)
-        quat = rot.quat_slerp(q0, q1, u)
-        omega = rot.quat_to_rotvec(rot.quat_multiply(q1, rot.quat_conjugate(q0))) / span if span > 0 else np.zeros(3)
-        return pos, vel, quat, omega
+        pos = self.positions[j] + u * (self.positions[j + 1] - self.positions[j])
+        quat = rot.quat_slerp(self.quaternions[j], self.quaternions[j + 1], float(u))
+        return pos, self._seg_vel[j], quat, self._seg_omega[j]
 
     def active_index(self, t: float) -> int:
         """Index (into the plan's waypoints, 1-based; 0 = before the first) of the action being executed at t."""

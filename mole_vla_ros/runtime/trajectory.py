@@ -105,7 +105,7 @@ class CartesianTracker:
             e = x_ref - x
             ae = np.abs(e)
             v_des = v_ref + np.sign(e) * np.minimum(np.sqrt(a_max * ae), self.gain * ae)
-        v_new = np.clip(v_des, v - a_max * dt, v + a_max * dt)
+        v_new = v_des
         v_new = np.clip(v_new, -v_max, v_max)
         if hi is not None:
             # the fastest approach to a wall from which braking at a_max (one sample late) still stops before it

@@ -21,7 +21,9 @@ def franky_sim_assets() -> Path:
     """The `assets/` folder of the installed franky-sim wheel (holds fr3.xml, meshes/, NOTICE)."""
     spec = importlib.util.find_spec("franky_sim")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(f"The simulated FR3 needs the franky-sim package, which is not installed: {INSTALL_HINT}.")
+        raise FileNotFoundError(
+            f"The simulated FR3 needs the franky-sim package, which is not installed: {INSTALL_HINT}."
+        )
     assets = Path(next(iter(spec.submodule_search_locations))) / "assets"
     if not (assets / "fr3.xml").is_file() or not (assets / "meshes").is_dir():
         raise FileNotFoundError(

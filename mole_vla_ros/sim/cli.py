@@ -29,12 +29,12 @@ def _sim_config(args):
     )
 
 
-def _add_sim_args(p: argparse.ArgumentParser, image_size: int) -> None:
+def _add_sim_args(p: argparse.ArgumentParser, image_size: int, seed: int) -> None:
     from mole_vla_ros.sim.tasks import TASKS
 
     p.add_argument("--task", required=True, choices=sorted(TASKS), help="pick (red/green cube) or stack")
     p.add_argument("--episodes", type=int, default=10, help="number of episodes (seeds seed..seed+N-1)")
-    p.add_argument("--seed", type=int, default=0, help="first episode seed (each episode is reproducible alone)")
+    p.add_argument("--seed", type=int, default=seed, help="first episode seed (each episode is reproducible alone)")
     p.add_argument("--control-hz", type=float, default=10.0, help="camera / control rate of the simulator")
     p.add_argument("--image-size", type=int, default=image_size, help="square camera resolution in pixels")
     p.add_argument("--cameras", nargs="*", default=["scene", "wrist"], help="cameras to render (none: state only)")
@@ -56,7 +56,13 @@ def run_record(args) -> int:
 
 
 def run_eval(args) -> int:
-    from mole_vla_ros.sim.evaluate import EvalSettings, evaluate_grid, format_table, load_policy, scripted_policy_factory
+    from mole_vla_ros.sim.evaluate import (
+        EvalSettings,
+        evaluate_grid,
+        format_table,
+        load_policy,
+        scripted_policy_factory,
+    )
 
     settings = EvalSettings(
         task=args.task,
@@ -64,13 +70,14 @@ def run_eval(args) -> int:
         seed=args.seed,
         sim=_sim_config(args),
         commands_per_frame=args.commands_per_frame,
+        max_seconds=args.max_seconds,
         gif_dir=Path(args.gif) if args.gif else None,
         gif_episodes=args.gif_episodes,
     )
     if args.scripted == bool(args.checkpoint):
         raise SystemExit("sim eval: pass exactly one of --checkpoint DIR or --scripted")
     if args.scripted:
-        factory = scripted_policy_factory(settings)
+        factory = scripted_policy_factory()
         ks, modes = [None], ["scripted"]
     else:
         factory = load_policy(args.checkpoint, device=args.device)
@@ -89,14 +96,15 @@ def register(sub) -> None:
     sim_sub = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
 
     rec = sim_sub.add_parser("record", help="record scripted expert episodes exactly as the recorder node does")
-    _add_sim_args(rec, image_size=224)
+    _add_sim_args(rec, image_size=224, seed=0)
     rec.add_argument("--out", required=True, help="output directory (one sub-directory per episode)")
     rec.add_argument("--mistake-prob", type=float, default=0.3, help="chance the first grasp misses (recoveries)")
     rec.add_argument("--command-noise", type=float, default=0.0015, help="per-step command jitter std (m)")
     rec.set_defaults(func=run_record)
 
     ev = sim_sub.add_parser("eval", help="closed-loop success rate of a checkpoint through the runtime core")
-    _add_sim_args(ev, image_size=224)
+    # seeds from 1000 on: scenes the recorded demonstrations (seeds 0, 1, ...) never showed
+    _add_sim_args(ev, image_size=224, seed=1000)
     ev.add_argument("--checkpoint", help="checkpoint directory (model + normalization)")
     ev.add_argument("--scripted", action="store_true", help="use the scripted expert as the policy (sanity check)")
     ev.add_argument("--device", default="cpu", help="torch device for the model")
@@ -105,6 +113,7 @@ def register(sub) -> None:
         "--skip-mode", nargs="*", choices=["star", "random", "early", "full"], help="layer-skip modes to compare"
     )
     ev.add_argument("--commands-per-frame", type=int, default=5, help="runtime command ticks per camera frame")
+    ev.add_argument("--max-seconds", type=float, help="episode time limit (default: the task's)")
     ev.add_argument("--gif", help="directory for rollout GIFs (scene camera)")
     ev.add_argument("--gif-episodes", type=int, default=2, help="episodes per configuration saved as GIF")
     ev.add_argument("--json", help="also write the results as JSON here")

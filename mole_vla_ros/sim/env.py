@@ -19,18 +19,16 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 
-from mole_vla_ros.sim import gl  # noqa: F401
-
-import mujoco  # noqa: E402  isort: skip
-
-from mole_vla_ros.interfaces import CameraFrame, GripperSample, JointStateSample, Pose, PoseSample  # noqa: E402
-from mole_vla_ros.robot.franka import describe  # noqa: E402
-from mole_vla_ros.sim.config import SimConfig  # noqa: E402
-from mole_vla_ros.sim.ik import DampedLeastSquaresIK, mat_to_quat_xyzw, quat_xyzw_to_mat  # noqa: E402
-from mole_vla_ros.sim.scene import build_model, ready_qpos  # noqa: E402
-from mole_vla_ros.sim.tasks import EpisodeSetup, Task, TaskState, get_task  # noqa: E402
+from mole_vla_ros.interfaces import CameraFrame, GripperSample, JointStateSample, Pose, PoseSample
+from mole_vla_ros.robot.franka import describe
+from mole_vla_ros.sim import gl
+from mole_vla_ros.sim.config import SimConfig
+from mole_vla_ros.sim.ik import DampedLeastSquaresIK, mat_to_quat_xyzw, quat_xyzw_to_mat
+from mole_vla_ros.sim.scene import COLLISION_GROUP, VISUAL_GROUP, build_model, ready_qpos
+from mole_vla_ros.sim.tasks import EpisodeSetup, Task, TaskState, get_task
 
 log = logging.getLogger(__name__)
 
@@ -71,13 +69,26 @@ class TabletopSim:
                     "MUJOCO_GL=osmesa; or run with render=False (no images)."
                 ) from exc
             flags = self._renderer.scene.flags
-            for flag in (mujoco.mjtRndFlag.mjRND_SHADOW, mujoco.mjtRndFlag.mjRND_REFLECTION, mujoco.mjtRndFlag.mjRND_SKYBOX):
+            for flag in (
+                mujoco.mjtRndFlag.mjRND_SHADOW,
+                mujoco.mjtRndFlag.mjRND_REFLECTION,
+                mujoco.mjtRndFlag.mjRND_SKYBOX,
+            ):
                 flags[flag] = 0
         self._scene_option = mujoco.MjvOption()
+        # Cameras see either the detailed meshes or the collision hulls of the robot (SimConfig.robot_meshes).
+        show, hide = (
+            (COLLISION_GROUP, VISUAL_GROUP)
+            if self.config.robot_meshes == "collision"
+            else (VISUAL_GROUP, COLLISION_GROUP)
+        )
+        self._scene_option.geomgroup[show] = 1
+        self._scene_option.geomgroup[hide] = 0
         self.setup: EpisodeSetup | None = None
         self._q_cmd = ready_qpos()
         self._target_pos = np.zeros(3)
         self._target_rot = np.eye(3)
+        self._joint_target: np.ndarray | None = None
         self._grip_target = MAX_GRIPPER_WIDTH
         self._grip_speed = self.config.gripper_speed
         self.last_ik_error = 0.0
@@ -108,6 +119,7 @@ class TabletopSim:
         self.model.actuator_forcerange[self.ids.gripper_act] = (-self.config.grasp_force, self.config.grasp_force)
         mujoco.mj_forward(self.model, self.data)
         self._target_pos, self._target_rot = self.ik.forward(q0)
+        self._joint_target = None
         for _ in range(round(SETTLE_SECONDS / self.config.physics_dt)):
             mujoco.mj_step(self.model, self.data)
         self.data.time = float(start_time)  # stamps count from here, like a fresh /clock
@@ -134,14 +146,15 @@ class TabletopSim:
         """Target pose of the TCP (`fr3_hand_tcp`) in the base frame; tracked until the next command."""
         self._target_pos = np.asarray(pose.position, dtype=np.float64).copy()
         self._target_rot = quat_xyzw_to_mat(pose.quaternion)
+        self._joint_target = None
 
     def command_joints(self, q: np.ndarray) -> None:
-        """Joint position targets for fr3_joint1..7 (the JointTrajectory path); overrides the pose target."""
+        """Joint position targets for fr3_joint1..7 (the JointTrajectory path): tracked joint by joint at the joint
+        speed limit, no IK; a later pose command takes over again."""
         q = np.asarray(q, dtype=np.float64).reshape(-1)
         if q.shape != (7,) or not np.all(np.isfinite(q)):
             raise ValueError(f"command_joints needs 7 finite joint positions, got {q.tolist()}")
-        q = np.clip(q, self.ik.q_min, self.ik.q_max)
-        self._target_pos, self._target_rot = self.ik.forward(q)
+        self._joint_target = np.clip(q, self.ik.q_min, self.ik.q_max)
 
     def move_gripper(self, width: float, speed: float | None = None) -> None:
         """franka_gripper `move`: open or close to `width` (m, both fingers) at `speed` (m/s)."""
@@ -181,9 +194,12 @@ class TabletopSim:
                 f"step duration {duration} s must be a positive whole number of physics steps of {cfg.physics_dt} s"
             )
         q_prev = self._q_cmd
-        q_new, self.last_ik_error = self.ik.solve(
-            q_prev, self._target_pos, self._target_rot, max_step=cfg.max_joint_speed * duration
-        )
+        max_step = cfg.max_joint_speed * duration
+        if self._joint_target is not None:  # joint trajectory mode: straight to the joint target, speed-limited
+            q_new = q_prev + np.clip(self._joint_target - q_prev, -max_step, max_step)
+            self.last_ik_error = 0.0
+        else:
+            q_new, self.last_ik_error = self.ik.solve(q_prev, self._target_pos, self._target_rot, max_step=max_step)
         self._q_cmd = q_new
         grip = float(self.data.ctrl[self.ids.gripper_act])
         grip_step = self._grip_speed * cfg.physics_dt
@@ -224,7 +240,9 @@ class TabletopSim:
         frames = {}
         for name in self.config.cameras:
             self._renderer.update_scene(self.data, camera=self.ids.camera[name], scene_option=self._scene_option)
-            frames[name] = CameraFrame(name, stamp, self._renderer.render().copy(), frame_id=f"{name}_camera_optical_frame")
+            frames[name] = CameraFrame(
+                name, stamp, self._renderer.render().copy(), frame_id=f"{name}_camera_optical_frame"
+            )
         return frames
 
     def task_state(self) -> TaskState:

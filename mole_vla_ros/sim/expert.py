@@ -22,6 +22,7 @@ import numpy as np
 from mole_vla_ros.interfaces import Pose
 from mole_vla_ros.sim.env import SimObservation, TabletopSim
 from mole_vla_ros.sim.ik import mat_to_quat_xyzw, quat_xyzw_to_mat
+from mole_vla_ros.sim.tasks import EpisodeSetup
 
 # TCP pointing straight down with the fingers opening along the base y axis (the FR3 'ready' orientation).
 DOWN = np.diag([1.0, -1.0, -1.0])
@@ -72,14 +73,22 @@ class ExpertAction:
 class ScriptedExpert:
     """A pick / stack expert as a small state machine over waypoints. Call `act(obs)` once per control step."""
 
-    def __init__(self, sim: TabletopSim, rng: np.random.Generator, config: ExpertConfig | None = None):
+    def __init__(
+        self,
+        sim: TabletopSim,
+        rng: np.random.Generator,
+        config: ExpertConfig | None = None,
+        setup: EpisodeSetup | None = None,
+    ):
+        """`setup` (default: the episode's) says which cube to act on; a scripted policy passes the one it read from
+        the instruction, so the instruction decides what it does."""
         if sim.setup is None:
             raise RuntimeError("reset the simulator before creating an expert for the episode")
         self.sim = sim
         self.cfg = config or ExpertConfig()
         self.rng = rng
         self.task = sim.task.name
-        self.setup = sim.setup
+        self.setup = setup or sim.setup
         self.dt = sim.config.control_dt
         self.half = sim.config.cube_size / 2
         cfg = self.cfg
@@ -174,7 +183,7 @@ class ScriptedExpert:
         elif self.phase == "retreat":
             goal = np.array([self.pos[0], self.pos[1], self.half + 0.15])
             if self._goto(goal, self.yaw):
-                if self.sim.success():
+                if self.sim.task.success(self.setup, self.sim.task_state()):
                     self._set_phase("hold")
                 else:
                     self._retry()  # the cube slid off or missed the other one: pick it up again
@@ -204,5 +213,3 @@ class ScriptedExpert:
             return
         self._offset = self._plan_attempt()
         self._set_phase("approach")
-
-

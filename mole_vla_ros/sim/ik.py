@@ -7,13 +7,10 @@ state would re-add that lag every step (the arm would creep behind the target an
 
 from __future__ import annotations
 
+import mujoco
 import numpy as np
 
-from mole_vla_ros.sim import gl  # noqa: F401
-
-import mujoco  # noqa: E402  isort: skip
-
-from mole_vla_ros.sim.scene import SceneIds  # noqa: E402
+from mole_vla_ros.sim.scene import SceneIds
 
 IK_DAMPING = 0.05  # lambda of the damped pseudo-inverse (m): keeps steps finite near singularities
 NULLSPACE_GAIN = 0.1  # pull toward the start posture in the Jacobian's null space, so the elbow does not drift
@@ -64,7 +61,9 @@ class DampedLeastSquaresIK:
         """TCP position [3] and rotation [3, 3] in the world (= base) frame for arm configuration `q`."""
         self.data.qpos[self.ids.arm_qpos] = q
         mujoco.mj_kinematics(self.model, self.data)
-        return self.data.site_xpos[self.ids.tcp_site].copy(), self.data.site_xmat[self.ids.tcp_site].reshape(3, 3).copy()
+        return self.data.site_xpos[self.ids.tcp_site].copy(), self.data.site_xmat[self.ids.tcp_site].reshape(
+            3, 3
+        ).copy()
 
     def solve(
         self, q_start: np.ndarray, pos: np.ndarray, rot: np.ndarray, max_step: float, iterations: int = 4

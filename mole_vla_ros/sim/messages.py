@@ -168,11 +168,15 @@ class SimMessageBuilder:
                     ),
                 )
             )
-        return StampedMessage("/tf_static", "tf2_msgs/msg/TFMessage", f.make("tf2_msgs/msg/TFMessage", transforms=transforms), t)
+        return StampedMessage(
+            "/tf_static", "tf2_msgs/msg/TFMessage", f.make("tf2_msgs/msg/TFMessage", transforms=transforms), t
+        )
 
     # ---------------------------------------------------------------------------------------------------- commands
     def instruction(self, text: str, t: float) -> StampedMessage:
-        return StampedMessage(Topics.INSTRUCTION, "std_msgs/msg/String", self.factory.make("std_msgs/msg/String", data=text), t)
+        return StampedMessage(
+            Topics.INSTRUCTION, "std_msgs/msg/String", self.factory.make("std_msgs/msg/String", data=text), t
+        )
 
     def teleop(self, t: float, pose, gripper: float) -> list[StampedMessage]:
         """The expert's command as a teleop device publishes it: target pose (base frame) and gripper in [0, 1]."""
@@ -184,6 +188,9 @@ class SimMessageBuilder:
                 t,
             ),
             StampedMessage(
-                Topics.TELEOP_GRIPPER, "std_msgs/msg/Float32", self.factory.make("std_msgs/msg/Float32", data=gripper), t
+                Topics.TELEOP_GRIPPER,
+                "std_msgs/msg/Float32",
+                self.factory.make("std_msgs/msg/Float32", data=gripper),
+                t,
             ),
         ]

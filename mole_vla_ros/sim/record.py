@@ -119,7 +119,9 @@ def run_expert_episode(
             done_for = 0
     if on_tick is not None:
         on_tick(obs, None)
-    return EpisodeResult(seed, sim.instruction, sim.success(), steps, expert.retries, bool(expert.mistake), phases=phases)
+    return EpisodeResult(
+        seed, sim.instruction, sim.success(), steps, expert.retries, bool(expert.mistake), phases=phases
+    )
 
 
 class SimEpisodeRecorder:
@@ -225,13 +227,25 @@ def record_episodes(
     try:
         for i in tqdm(range(episodes), desc=f"sim record {task}", unit="ep", disable=not progress):
             res = recorder.record(seed + i)
-            log.info("episode %s: %r success=%s steps=%d retries=%d", res.path, res.instruction, res.success,
-                     res.steps, res.retries)
+            log.info(
+                "episode %s: %r success=%s steps=%d retries=%d",
+                res.path,
+                res.instruction,
+                res.success,
+                res.steps,
+                res.retries,
+            )
             results.append(res)
     finally:
         recorder.close()
     elapsed = time.perf_counter() - start
     n_ok = sum(r.success for r in results)
-    log.info("recorded %d episodes (%d successful) into %s in %.1f s (%.1f episodes/min)", len(results), n_ok,
-             output_dir, elapsed, 60 * len(results) / max(elapsed, 1e-9))
+    log.info(
+        "recorded %d episodes (%d successful) into %s in %.1f s (%.1f episodes/min)",
+        len(results),
+        n_ok,
+        output_dir,
+        elapsed,
+        60 * len(results) / max(elapsed, 1e-9),
+    )
     return results

@@ -17,15 +17,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import mujoco
 import numpy as np
 
-from mole_vla_ros.sim import gl  # noqa: F401  (sets MUJOCO_GL before mujoco is imported)
-
-import mujoco  # noqa: E402  isort: skip
-
-from mole_vla_ros.robot.franka import READY_Q, describe  # noqa: E402
-from mole_vla_ros.sim.assets import fr3_mjcf  # noqa: E402
-from mole_vla_ros.sim.config import SimConfig  # noqa: E402
+from mole_vla_ros.robot.franka import READY_Q, describe
+from mole_vla_ros.sim.assets import fr3_mjcf
+from mole_vla_ros.sim.config import SimConfig
 
 # Cube colours (RGBA) by the word an instruction uses for them.
 CUBE_COLORS: dict[str, tuple[float, float, float, float]] = {
@@ -38,6 +35,7 @@ TABLE_CENTER = (0.45, 0.0, -0.02)
 FINGER_DAMPING, FINGER_ARMATURE = 1.0, 0.1
 GRIPPER_KP = 2000.0  # N/m on the finger tendon: the grip saturates at the force limit within a few mm of squeeze
 GRIPPER_KV = 40.0
+VISUAL_GROUP, COLLISION_GROUP = 2, 3  # geom groups of the FR3 file's visual meshes and collision hulls
 
 
 @dataclass(frozen=True)
@@ -109,6 +107,12 @@ def build_spec(config: SimConfig) -> mujoco.MjSpec:
         joint.armature = FINGER_ARMATURE
     spec.delete(spec.key("home"))  # its qpos has no room for the cubes
 
+    # Collision hulls double as the fast camera model of the robot (SimConfig.robot_meshes="collision"): light grey
+    # like the FR3's covers instead of MuJoCo's default mid grey.
+    for geom in spec.geoms:
+        if geom.group == COLLISION_GROUP:
+            geom.rgba = [0.82, 0.82, 0.84, 1.0]
+
     hand = spec.body(desc.hand_frame)
     hand.add_site(name=desc.tcp_frame, pos=[0.0, 0.0, 0.1034], size=[0.005, 0.005, 0.005], group=4)
     for body in spec.bodies:
@@ -157,9 +161,7 @@ def build_spec(config: SimConfig) -> mujoco.MjSpec:
         )
 
     scene_eye, scene_target = (0.95, 0.35, 0.5), (0.42, 0.0, 0.12)
-    world.add_camera(
-        name="scene", pos=list(scene_eye), xyaxes=_look_at_xyaxes(scene_eye, scene_target), fovy=50.0
-    )
+    world.add_camera(name="scene", pos=list(scene_eye), xyaxes=_look_at_xyaxes(scene_eye, scene_target), fovy=50.0)
     # Wrist camera: on the hand, 7 cm off its axis, looking along the hand's z (the approach direction) tilted 12 deg
     # back toward the fingers, so fingertips and the object below both stay in view (like a D405 on a hand mount).
     hand.add_camera(name="wrist", pos=[0.07, 0.0, 0.02], xyaxes=[0, 1, 0, 0.978, 0, 0.208], fovy=65.0)

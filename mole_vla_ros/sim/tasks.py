@@ -11,6 +11,7 @@ simulator's privileged state (`TaskState`), which the policy never sees.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -51,6 +52,8 @@ class Task(Protocol):
 
     def success(self, setup: EpisodeSetup, state: TaskState) -> bool: ...
 
+    def parse(self, instruction: str) -> tuple[str, str]: ...
+
 
 def _sample_cubes(rng: np.random.Generator) -> dict[str, tuple[float, float, float]]:
     """Two cube poses at least MIN_CUBE_DISTANCE apart (rejection sampling; a handful of draws on average)."""
@@ -74,6 +77,10 @@ class PickTask:
         other = next(c for c in COLORS if c != target)
         return EpisodeSetup(f"pick up the {target} cube", cubes, target, other)
 
+    def parse(self, instruction: str) -> tuple[str, str]:
+        """(cube to pick, the other cube) named by an instruction of this task."""
+        return _parse(instruction, f"pick up the ({'|'.join(COLORS)}) cube")
+
     def success(self, setup: EpisodeSetup, state: TaskState) -> bool:
         lifted = state.cube_pos[setup.target][2] > state.cube_size / 2 + self.lift_height
         return bool(lifted and state.cube_in_hand[setup.target] and state.cube_on_table[setup.other])
@@ -90,12 +97,28 @@ class StackTask:
         other = next(c for c in COLORS if c != target)
         return EpisodeSetup(f"put the {target} cube on the {other} cube", cubes, target, other)
 
+    def parse(self, instruction: str) -> tuple[str, str]:
+        """(cube to move, cube to put it on) named by an instruction of this task."""
+        color = "|".join(COLORS)
+        return _parse(instruction, f"put the ({color}) cube on the ({color}) cube")
+
     def success(self, setup: EpisodeSetup, state: TaskState) -> bool:
         top, bottom = state.cube_pos[setup.target], state.cube_pos[setup.other]
         centred = np.linalg.norm(top[:2] - bottom[:2]) < state.cube_size / 2
         one_up = abs((top[2] - bottom[2]) - state.cube_size) < 0.01
         released = not state.cube_in_hand[setup.target]
         return bool(centred and one_up and released and state.cube_on_table[setup.other])
+
+
+def _parse(instruction: str, pattern: str) -> tuple[str, str]:
+    match = re.fullmatch(pattern, instruction.strip().lower())
+    if match is None:
+        raise ValueError(f"instruction {instruction!r} does not match this task's form {pattern!r}")
+    first = match.group(1)
+    second = match.group(2) if match.lastindex and match.lastindex > 1 else next(c for c in COLORS if c != first)
+    if first == second:
+        raise ValueError(f"instruction {instruction!r} names the same cube twice")
+    return first, second
 
 
 TASKS: dict[str, Task] = {"pick": PickTask(), "stack": StackTask()}

@@ -1,0 +1,118 @@
+"""The whole system without a robot: the simulated FR3 tabletop, the MoLe-VLA policy node and RViz.
+
+    ros2 launch mole_vla_ros sim.launch.py task:=pick checkpoint:=/data/runs/pick/ckpt
+    ros2 service call /mole_vla_policy/enable std_srvs/srv/SetBool "{data: true}"     # start moving
+
+`mole_vla_sim_robot` publishes what franka_ros2 and two cameras publish (joint_states, current_pose, gripper joint
+states, camera/scene|wrist/image_raw, /tf_static), the episode's instruction (latched) and /clock; it follows the
+policy node's target poses (or joint trajectories) and franka_gripper move/grasp goals, and starts a new episode
+after success or the task's time limit. The policy node runs on sim time with the simulator's cameras. Like on the
+robot, nothing moves until the enable service is called (dry_run:=true keeps it from moving even then).
+"""
+
+import os
+
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, OpaqueFunction
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import Node
+
+from launch import LaunchDescription
+
+PACKAGE = "mole_vla_ros"
+SIM_EXECUTABLE = "mole_vla_sim_robot"
+POLICY_EXECUTABLE = "mole_vla_policy"
+CAMERAS = ["scene", "wrist"]
+
+ARGUMENTS = [
+    ("task", "pick", "simulated task: pick (red or green cube) or stack (one cube on the other)"),
+    ("seed", "0", "seed of the first episode (episode i uses seed + i)"),
+    ("control_hz", "10.0", "simulator camera / control rate in Hz"),
+    ("image_size", "224", "square camera resolution in pixels (the model resizes to its own)"),
+    ("realtime_factor", "1.0", "sim seconds per wall second (lower it when inference is slow)"),
+    ("robot_type", "fr3", "fr3 or panda (joint and frame names)"),
+    ("checkpoint", "", "MoLe-VLA checkpoint directory; empty = value in params_file"),
+    ("params_file", "", "ROS 2 params file for the policy node; empty = the package's config/mole_vla.yaml"),
+    ("output_mode", "pose", "pose (target_pose stream) or joint_trajectory; the sim robot obeys both"),
+    ("dry_run", "false", "true: the policy node only publishes predictions, even after enable"),
+    ("use_policy", "true", "start the policy node (false: only the simulated robot, e.g. for teleop or recording)"),
+    ("use_rviz", "true", "start RViz with config/mole_vla.rviz"),
+    ("namespace", "", "robot namespace for both nodes"),
+]
+
+
+def _launch_setup(context, *args, **kwargs):
+    share = get_package_share_directory(PACKAGE)
+    get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
+    namespace = get("namespace")
+    control_hz = float(get("control_hz"))
+    actions = [
+        Node(
+            package=PACKAGE,
+            executable=SIM_EXECUTABLE,
+            name="mole_vla_sim_robot",
+            namespace=namespace,
+            output="screen",
+            emulate_tty=True,
+            parameters=[
+                {
+                    "task": get("task"),
+                    "seed": int(get("seed")),
+                    "control_hz": control_hz,
+                    "image_size": int(get("image_size")),
+                    "cameras": CAMERAS,
+                    "realtime_factor": float(get("realtime_factor")),
+                    "robot_type": get("robot_type"),
+                    "publish_clock": True,
+                }
+            ],
+        )
+    ]
+    if get("use_policy").lower() == "true":
+        overrides = {
+            "use_sim_time": True,
+            "topics.cameras": [f"camera/{c}/image_raw" for c in CAMERAS],
+            "observation.camera_names": CAMERAS,
+            "observation.camera_rate_hz": control_hz,
+            # the simulator publishes no FrankaRobotState; the interlock has nothing to watch
+            "topics.robot_state": "",
+            "frames.robot_type": get("robot_type"),
+            "output_mode": get("output_mode"),
+            "safety.dry_run": get("dry_run").lower() == "true",
+            # the table top is the base plane (z = 0): the TCP must reach a few mm above it to grasp the cubes
+            "safety.workspace_min": [0.2, -0.5, 0.0],
+        }
+        if get("checkpoint"):
+            overrides["policy.checkpoint"] = get("checkpoint")
+        params_file = get("params_file") or os.path.join(share, "config", "mole_vla.yaml")
+        actions.append(
+            Node(
+                package=PACKAGE,
+                executable=POLICY_EXECUTABLE,
+                name="mole_vla_policy",
+                namespace=namespace,
+                output="screen",
+                emulate_tty=True,
+                parameters=[params_file, overrides],
+            )
+        )
+    if get("use_rviz").lower() == "true":
+        actions.append(
+            Node(
+                package="rviz2",
+                executable="rviz2",
+                name="mole_vla_rviz",
+                namespace=namespace,
+                arguments=["-d", os.path.join(share, "config", "mole_vla.rviz")],
+                parameters=[{"use_sim_time": True}],
+                output="log",
+            )
+        )
+    return actions
+
+
+def generate_launch_description():
+    return LaunchDescription(
+        [DeclareLaunchArgument(name, default_value=default, description=desc) for name, default, desc in ARGUMENTS]
+        + [OpaqueFunction(function=_launch_setup)]
+    )

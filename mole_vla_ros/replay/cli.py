@@ -1,0 +1,136 @@
+"""`mole-vla replay BAG`: run the policy node's core on a recorded bag, without ROS, and report what it would do.
+
+    mole-vla replay models/samples/sim_pick_red --out out/replay
+    mole-vla replay my_bag/ --checkpoint runs/pick/ckpt --instruction "pick up the red cube" --seed 1
+    mole-vla replay bag.mcap --camera scene=/cam_high/color/image_raw --camera wrist=/cam_wrist/color/image_raw
+
+Writes OUT/bag (MCAP: the input topics + everything the node would publish; `ros2 bag play OUT/bag`, or open it in
+Foxglove / RViz), OUT/report.json, OUT/report.md and OUT/plots/*.png, and prints the summary table.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from mole_vla_ros.replay.errors import ReplayError
+
+log = logging.getLogger(__name__)
+
+# The `make demo` input among models/samples/ (a bag recorded with `mole-vla sim record`).
+DEMO_BAG = "sim_pick_red"
+
+
+def execute(opts, policy: Any = None, label: str = "", plots: bool = True, echo: bool = True) -> dict:
+    """Replay, score, write report.json/report.md (+ plots) into opts.out, print the table; returns the report."""
+    from mole_vla_ros.replay.engine import run_replay
+    from mole_vla_ros.replay.report import build_report, format_text, write_report
+
+    result = run_replay(opts, policy=policy)
+    report = build_report(result, model_label=label)
+    if plots:
+        from mole_vla_ros.replay.plots import write_plots
+
+        write_plots(result, report, Path(opts.out) / "plots", title=label or "")
+    write_report(report, opts.out)
+    if echo:
+        print(format_text(report))
+    return report
+
+
+def _camera_map(items: list[str]) -> dict[str, str]:
+    out: dict[str, str] = {}
+    for item in items or []:
+        name, sep, topic = item.partition("=")
+        if not sep or not name or not topic:
+            raise ReplayError(f"--camera expects NAME=TOPIC (e.g. scene=/camera/scene/image_raw), got {item!r}")
+        out[name] = topic
+    return out
+
+
+def _label_for(checkpoint: str) -> str:
+    from mole_vla_ros.replay.untrained import UNTRAINED_LABEL, is_untrained
+
+    return UNTRAINED_LABEL if checkpoint and is_untrained(checkpoint) else ""
+
+
+def run(args) -> int:
+    from mole_vla_ros.replay.engine import ReplayOptions
+
+    try:
+        opts = ReplayOptions(
+            bag=args.bag,
+            out=args.out,
+            checkpoint=args.checkpoint or "",
+            instruction=args.instruction or "",
+            params=args.params,
+            seed=args.seed,
+            active_layers=args.active_layers,
+            namespace=args.namespace or "",
+            cameras=_camera_map(args.camera),
+            dry_run=args.dry_run,
+            enable=not args.no_enable,
+            device=args.device or "",
+            progress=not args.no_progress,
+        )
+        execute(opts, label=_label_for(opts.checkpoint), plots=not args.no_plots)
+    except ReplayError as exc:
+        print(f"mole-vla replay: error: {exc}")
+        return 2
+    return 0
+
+
+def demo(root: Path, model_dir: Path, bag: Path, out: str | Path = "out/demo") -> int:
+    """`make demo`: the sample bag through the bundled default model, or, while none is bundled, through an
+    UNTRAINED tiny model built on the spot and labelled as such everywhere its output appears."""
+    from mole_vla_ros.replay.engine import ReplayOptions
+    from mole_vla_ros.replay.untrained import UNTRAINED_LABEL, build_untrained_checkpoint, is_untrained
+
+    out = Path(out)
+    if (model_dir / "config.json").is_file():
+        checkpoint, label = model_dir, (UNTRAINED_LABEL if is_untrained(model_dir) else "")
+        print(f"make demo: model {model_dir}")
+    else:
+        print(
+            f"make demo: no trained default model yet ({model_dir} has no config.json; `mole-vla train` makes one).\n"
+            f"make demo: using an {UNTRAINED_LABEL}."
+        )
+        from mole_vla_ros.replay.bag import InputBag
+
+        with InputBag(bag) as b:
+            cams = tuple(sorted({t.name.split("/")[-2] for t in b.topics.values() if t.name.endswith("/image_raw")}))
+        checkpoint = build_untrained_checkpoint(out / "untrained_tiny_model", cams or ("scene",), bag_path=bag)
+        label = UNTRAINED_LABEL
+    print(f"make demo: replaying {bag}\n")
+    try:
+        execute(ReplayOptions(bag=bag, out=out, checkpoint=str(checkpoint), seed=0), label=label)
+    except ReplayError as exc:
+        print(f"make demo: error: {exc}")
+        return 2
+    print(f"\nmake demo: done. Output bag, report and plots are in {out.resolve()}")
+    return 0
+
+
+def register(sub) -> None:
+    p = sub.add_parser(
+        "replay",
+        help="replay a rosbag2 bag through the policy node's core (no ROS needed) and report",
+        description=__doc__,
+        formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
+    )
+    p.add_argument("bag", help="rosbag2 directory (sqlite3 or MCAP), episode directory, or .mcap file")
+    p.add_argument("--checkpoint", default="", help="checkpoint directory (default: policy.checkpoint, else models/default)")
+    p.add_argument("--instruction", default="", help="task text (default: the bag's instruction topic / episode.json)")
+    p.add_argument("--out", default="out/replay", help="output directory for bag/, report.json, report.md, plots/")
+    p.add_argument("--params", default=None, help="node parameter file (default: config/mole_vla.yaml)")
+    p.add_argument("--seed", type=int, default=None, help="seed of the policy and the runtime (same seed, same result)")
+    p.add_argument("--active-layers", type=int, default=None, help="LLM layers STAR runs per step (default: checkpoint's)")
+    p.add_argument("--namespace", default="", help="robot namespace of the bag's topics (e.g. fr3)")
+    p.add_argument("--camera", action="append", default=[], metavar="NAME=TOPIC", help="camera topic (repeatable)")
+    p.add_argument("--device", default="", help="torch device (default: policy.device of the parameters)")
+    p.add_argument("--dry-run", action="store_true", help="keep the parameters' dry run: previews only, no commands")
+    p.add_argument("--no-enable", action="store_true", help="never enable the runtime (as if nobody called ~/enable)")
+    p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=run)

@@ -1,0 +1,487 @@
+"""Closed-loop evaluation in the simulator, through the same `PolicyRuntime` the ROS node runs.
+
+The loop is the node's, with the simulator in place of ROS:
+
+    sim observation --on_camera / on_joint_state / on_ee_pose / on_gripper--> PolicyRuntime (inline executor)
+    PolicyRuntime.step(now) --PoseCommand / GripperCommand--> sim.command_pose / sim.grasp / sim.move_gripper
+
+The runtime steps at its command rate (`commands_per_frame` x the camera rate); cameras are rendered at the
+simulator's control rate, like real cameras slower than the controller. Inference latency is simulated by the
+runtime (`scheduling.simulated_latency_s`), so a run is deterministic for a seed; the measured compute time is
+reported separately. Any `Policy` works: the MoLe-VLA checkpoint, or `ScriptedPolicy` (the scripted expert behind the
+policy interface, which reads the instruction to choose its cube) to check the loop without a trained model.
+
+Results per configuration (k active layers x skip mode): success rate with a Wilson 95% interval, mean inference
+latency, FLOPs per inference, mean layers run, wall time per control step.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from mole_vla_ros.interfaces import GripperSample, JointStateSample, Policy, PolicyInput, PolicyOutput
+from mole_vla_ros.runtime.action_space import get_action_space
+from mole_vla_ros.runtime.commands import GripperCommand, StepOutput
+from mole_vla_ros.runtime.config import RuntimeConfig
+from mole_vla_ros.runtime.node_core import PolicyRuntime
+from mole_vla_ros.sim.config import SimConfig
+from mole_vla_ros.sim.env import SimObservation, TabletopSim
+from mole_vla_ros.sim.expert import ExpertConfig, ScriptedExpert
+from mole_vla_ros.sim.tasks import EpisodeSetup, get_task
+
+log = logging.getLogger(__name__)
+
+WILSON_Z = 1.959964  # 95 %
+
+
+def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
+    """Wilson score interval of a success rate (stays inside [0, 1] and is sensible for 0/n and n/n)."""
+    if n <= 0:
+        raise ValueError(f"a success rate needs at least one episode, got n={n}")
+    if not 0 <= successes <= n:
+        raise ValueError(f"successes={successes} must be between 0 and n={n}")
+    p = successes / n
+    denom = 1.0 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+@dataclass
+class EvalSettings:
+    """One evaluation run: task, episodes (seeds seed..seed+episodes-1), simulator and loop settings.
+
+    commands_per_frame: runtime command ticks per camera frame (control_hz x this = trajectory.command_rate_hz).
+    runtime:            overrides for the runtime config (flat dotted keys or nested), on top of the sim defaults.
+    max_seconds:        episode time limit (default: the task's).
+    """
+
+    task: str
+    episodes: int = 10
+    seed: int = 1000
+    sim: SimConfig = field(default_factory=SimConfig)
+    commands_per_frame: int = 5
+    runtime: dict = field(default_factory=dict)
+    max_seconds: float | None = None
+    gif_dir: Path | None = None
+    gif_episodes: int = 2
+
+    def __post_init__(self):
+        get_task(self.task)
+        if self.episodes < 1:
+            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+        if not 1 <= self.commands_per_frame <= 50:
+            raise ValueError(
+                f"commands_per_frame={self.commands_per_frame} must be in [1, 50] (e.g. 5: 50 Hz at 10 Hz)"
+            )
+        steps = self.sim.control_dt / self.commands_per_frame / self.sim.physics_dt
+        if abs(steps - round(steps)) > 1e-6:
+            raise ValueError(
+                f"a command period of {self.sim.control_dt / self.commands_per_frame:.4f} s is not a whole number of "
+                f"physics steps ({self.sim.physics_dt} s); pick commands_per_frame dividing {self.sim.substeps}"
+            )
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"max_seconds must be > 0, got {self.max_seconds}")
+        if self.gif_episodes < 0:
+            raise ValueError(f"gif_episodes must be >= 0, got {self.gif_episodes}")
+        if not self.sim.render or not self.sim.cameras:
+            raise ValueError(
+                "evaluation feeds camera images to the policy: use a SimConfig with render=True and cameras"
+            )
+
+    @property
+    def command_dt(self) -> float:
+        return self.sim.control_dt / self.commands_per_frame
+
+
+def sim_runtime_config(settings: EvalSettings, policy: Policy) -> RuntimeConfig:
+    """The runtime configuration for the simulator: the node's defaults, actuating (no dry run), the simulator's
+    cameras and rates, a workspace that reaches the table top, simulated inference latency; then `settings.runtime`."""
+    sim = settings.sim
+    base = {
+        "frames.robot_type": sim.robot_type,
+        "observation.camera_names": list(dict.fromkeys([*policy.camera_names, *sim.cameras])),
+        "observation.camera_rate_hz": sim.control_hz,
+        "observation.sync_tolerance_s": 0.5 * settings.command_dt,
+        "observation.max_age_s": 3.0 * sim.control_dt,
+        "trajectory.command_rate_hz": sim.control_hz * settings.commands_per_frame,
+        "scheduling.latency_mode": "simulated",
+        "scheduling.warmup_steps": 1,
+        "safety.dry_run": False,
+        # The table top is z = 0 in the base frame: the TCP must reach a few mm above it to grasp a 4 cm cube.
+        "safety.workspace_min": [0.2, -0.5, 0.0],
+        "safety.watchdog_timeout_s": max(0.5, 3.0 * sim.control_dt),
+    }
+    return RuntimeConfig.from_dict({**base, **_flatten(settings.runtime)})
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+    """{"safety": {"dry_run": True}} -> {"safety.dry_run": True} (dotted keys pass through)."""
+    out = {}
+    for key, value in d.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# policies
+class MeteredPolicy:
+    """Wraps a Policy and records what each inference cost (wall time, reported stages, FLOPs, layers run)."""
+
+    def __init__(self, policy: Policy):
+        self.policy = policy
+        self.camera_names = tuple(policy.camera_names)
+        self.chunk_size = policy.chunk_size
+        self.action_space = policy.action_space
+        self.control_dt = policy.control_dt
+        self.image_size = policy.image_size
+        self.wall_ms: list[float] = []
+        self.flops: list[float] = []
+        self.layers: list[int] = []
+
+    def reset_stats(self) -> None:
+        self.wall_ms.clear()
+        self.flops.clear()
+        self.layers.clear()
+
+    def infer(self, inp: PolicyInput) -> PolicyOutput:
+        t0 = time.perf_counter()
+        out = self.policy.infer(inp)
+        self.wall_ms.append((time.perf_counter() - t0) * 1e3)
+        self.flops.append(self._flops(out))
+        self.layers.append(len(out.layer_indices))
+        return out
+
+    def _flops(self, out: PolicyOutput) -> float:
+        """FLOPs of this inference: what the policy reported, else the analytic estimate for a MoLe-VLA model at
+        the number of layers that actually ran, else 0 (a scripted policy costs nothing worth counting)."""
+        if out.flops:
+            return float(out.flops.get("total", sum(out.flops.values())))
+        config = getattr(getattr(self.policy, "model", None), "config", None)
+        if config is None or not out.layer_indices:
+            return 0.0
+        from mole_vla_ros.model.flops import estimate
+
+        return float(estimate(config, active_layers=len(out.layer_indices)).total_flops)
+
+
+class ScriptedPolicy:
+    """The scripted expert behind the `Policy` interface (privileged: it reads cube poses from the simulator).
+
+    It parses the instruction to decide which cube to act on, so a wrong instruction makes it fail, and it emits
+    action chunks that the whole runtime (decode, scheduling, trajectory limits, gripper hysteresis, safety) turns
+    into commands. The expert advances once per control period of sim time: a chunk requested before the previous
+    one ran out repeats the still-pending plan instead of racing ahead. Default action space `abs_pose_quat`: absolute
+    targets do not depend on which measured pose the runtime decodes them from.
+    """
+
+    def __init__(
+        self,
+        sim: TabletopSim,
+        chunk_size: int = 4,
+        action_space: str = "abs_pose_quat",
+        expert_config: ExpertConfig | None = None,
+        seed: int = 0,
+    ):
+        if chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+        self.sim = sim
+        self.camera_names = tuple(sim.config.cameras)
+        self.chunk_size = int(chunk_size)
+        self.action_space = action_space
+        self.space = get_action_space(action_space)
+        self.control_dt = sim.config.control_dt
+        self.image_size = sim.config.image_size
+        self.expert_config = expert_config or ExpertConfig(mistake_prob=0.0, command_noise_std=0.0)
+        self.seed = seed
+        self._expert: ScriptedExpert | None = None
+        self._key: tuple | None = None
+        self._plan: list[tuple[float, object, float]] = []  # (due time, pose, gripper)
+
+    def infer(self, inp: PolicyInput) -> PolicyOutput:
+        obs = self.sim.observe(render=False)
+        hold = self._output([obs.ee_pose.pose] * self.chunk_size, [1.0] * self.chunk_size)
+        if self.sim.setup is None:  # the runtime's warm-up may run before any episode
+            return hold
+        key = (id(self.sim.setup), inp.instruction)
+        if self._expert is None or key != self._key:
+            try:
+                target, other = self.sim.task.parse(inp.instruction)
+            except ValueError:  # not an instruction of this task (e.g. the runtime's warm-up): stay put
+                return hold
+            setup = EpisodeSetup(inp.instruction, self.sim.setup.cubes, target, other)
+            self._expert = ScriptedExpert(self.sim, np.random.default_rng(self.seed), self.expert_config, setup)
+            self._key = key
+            self._plan = []
+        # The observation the runtime used is the newest camera frame: frames come every control period.
+        dt = self.control_dt
+        t_obs = np.floor(self.sim.time / dt + 1e-6) * dt
+        self._plan = [p for p in self._plan if p[0] > t_obs + 1e-6]
+        while len(self._plan) < self.chunk_size:
+            due = self._plan[-1][0] + dt if self._plan else t_obs + dt
+            a = self._expert.act(obs)
+            self._plan.append((due, a.pose, a.gripper))
+        return self._output([p[1] for p in self._plan], [p[2] for p in self._plan])
+
+    def _output(self, poses, gripper) -> PolicyOutput:
+        start = poses[0]  # ignored by absolute spaces; delta spaces chain from it
+        actions = self.space.encode_trajectory([start, *poses], [gripper[0], *gripper])
+        return PolicyOutput(actions=actions, layer_indices=(), layer_probs=np.zeros(0), num_layers=0)
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# the loop
+@dataclass
+class EpisodeOutcome:
+    seed: int
+    instruction: str
+    success: bool
+    seconds: float  # sim time until success (or the time limit)
+    control_steps: int
+    wall_s: float
+
+
+def _feed(runtime: PolicyRuntime, obs: SimObservation) -> None:
+    js = obs.joint_state
+    runtime.on_joint_state(JointStateSample(js.stamp, js.names[:7], js.position[:7], js.velocity[:7], js.effort[:7]))
+    runtime.on_ee_pose(obs.ee_pose)
+    runtime.on_gripper(GripperSample(obs.gripper.stamp, obs.gripper.width))
+    for frame in obs.images.values():
+        runtime.on_camera(frame)
+
+
+def apply_step(sim: TabletopSim, out: StepOutput) -> None:
+    """Hand one runtime step's commands to the simulated robot, as the node hands them to franka_ros2."""
+    if out.pose_command is not None:
+        sim.command_pose(out.pose_command.pose)
+    if out.joint_command is not None and len(out.joint_command.positions):
+        sim.command_joints(out.joint_command.positions[0])
+    cmd: GripperCommand | None = out.gripper_command
+    if cmd is not None:
+        if cmd.action == "grasp":
+            sim.grasp(cmd.width, cmd.speed, cmd.force)
+        else:
+            sim.move_gripper(cmd.width, cmd.speed)
+
+
+def run_episode(
+    runtime: PolicyRuntime,
+    sim: TabletopSim,
+    settings: EvalSettings,
+    seed: int,
+    frames: list[np.ndarray] | None = None,
+    instruction: str | None = None,
+) -> EpisodeOutcome:
+    """One closed-loop episode; appends scene-camera frames to `frames` when given (for GIFs).
+
+    `instruction` replaces the episode's instruction for the policy only (success is still judged on the
+    episode's task): an ablation that shows whether a policy follows the language at all."""
+    wall0 = time.perf_counter()
+    obs = sim.reset(seed)
+    runtime.disable("new episode")
+    runtime.reset_episode()
+    runtime.set_instruction(instruction or sim.instruction)
+    _feed(runtime, obs)
+    if not runtime.ready:
+        runtime.warmup()
+    why = runtime.enable()
+    if why:
+        raise RuntimeError(f"the runtime refused to enable in the simulator: {why}")
+    limit = settings.max_seconds or sim.task.episode_seconds
+    ticks = round(limit / settings.command_dt)
+    cam = "scene" if "scene" in sim.config.cameras else sim.config.cameras[0]
+    success = False
+    tick = 0
+    for tick in range(1, ticks + 1):
+        apply_step(sim, runtime.step(sim.time))
+        render = tick % settings.commands_per_frame == 0
+        obs = sim.step(settings.command_dt, render=render)
+        _feed(runtime, obs)
+        if render and frames is not None:
+            frames.append(obs.images[cam].image)
+        if sim.success():
+            success = True
+            break
+    runtime.disable("episode end")
+    return EpisodeOutcome(
+        seed, sim.instruction, success, sim.time, tick // settings.commands_per_frame, time.perf_counter() - wall0
+    )
+
+
+@dataclass
+class EvalResult:
+    """Success and cost of one configuration."""
+
+    task: str
+    skip_mode: str
+    active_layers: int | None
+    episodes: int
+    successes: int
+    ci_low: float
+    ci_high: float
+    mean_latency_ms: float  # measured compute per inference
+    mean_flops: float  # per inference (what the model reports)
+    mean_layers: float  # LLM layers run per inference
+    inferences: int
+    ms_per_control_step: float  # wall time per camera-rate step: sim + rendering + runtime + inference
+    mean_seconds_to_success: float
+    outcomes: list[EpisodeOutcome] = field(default_factory=list)
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.episodes
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["success_rate"] = self.success_rate
+        return d
+
+
+def evaluate(
+    policy: Policy,
+    settings: EvalSettings,
+    sim: TabletopSim | None = None,
+    label: tuple[str, int | None] = ("", None),
+    progress: bool = True,
+) -> EvalResult:
+    """Run `settings.episodes` closed-loop episodes of `policy` and summarise them."""
+    from tqdm import tqdm
+
+    own_sim = sim is None
+    sim = sim or TabletopSim(settings.sim, settings.task)
+    metered = MeteredPolicy(policy)
+    runtime = PolicyRuntime(sim_runtime_config(settings, policy), metered, executor="inline")
+    if label[1] is not None:
+        runtime.set_active_layers(label[1])
+    outcomes = []
+    try:
+        runtime.warmup()
+        metered.reset_stats()
+        for i in tqdm(range(settings.episodes), desc=f"sim eval {settings.task}", unit="ep", disable=not progress):
+            frames: list[np.ndarray] | None = [] if settings.gif_dir and i < settings.gif_episodes else None
+            outcome = run_episode(runtime, sim, settings, settings.seed + i, frames)
+            outcomes.append(outcome)
+            log.info(
+                "episode %d (seed %d) %r: success=%s after %.1f s",
+                i,
+                outcome.seed,
+                outcome.instruction,
+                outcome.success,
+                outcome.seconds,
+            )
+            if frames:
+                save_gif(frames, settings.gif_dir / _gif_name(settings.task, label, i, outcome.success), settings.sim)
+    finally:
+        runtime.close()
+        if own_sim:
+            sim.close()
+    n_ok = sum(o.success for o in outcomes)
+    lo, hi = wilson_interval(n_ok, len(outcomes))
+    steps = sum(o.control_steps for o in outcomes)
+    ok_times = [o.seconds for o in outcomes if o.success]
+    return EvalResult(
+        task=settings.task,
+        skip_mode=label[0],
+        active_layers=label[1],
+        episodes=len(outcomes),
+        successes=n_ok,
+        ci_low=lo,
+        ci_high=hi,
+        mean_latency_ms=float(np.mean(metered.wall_ms)) if metered.wall_ms else 0.0,
+        mean_flops=float(np.mean(metered.flops)) if metered.flops else 0.0,
+        mean_layers=float(np.mean(metered.layers)) if metered.layers else 0.0,
+        inferences=len(metered.wall_ms),
+        ms_per_control_step=1e3 * sum(o.wall_s for o in outcomes) / max(steps, 1),
+        mean_seconds_to_success=float(np.mean(ok_times)) if ok_times else float("nan"),
+        outcomes=outcomes,
+    )
+
+
+PolicyFactory = Callable[[int | None, str | None, TabletopSim], Policy]
+
+
+def evaluate_grid(
+    factory: PolicyFactory,
+    settings: EvalSettings,
+    active_layers: list[int | None],
+    skip_modes: list[str | None],
+    progress: bool = True,
+) -> list[EvalResult]:
+    """Evaluate every (k, skip mode) pair on the same seeds; `factory(k, mode, sim)` returns the policy to use."""
+    results = []
+    with TabletopSim(settings.sim, settings.task) as sim:
+        for mode in skip_modes:
+            for k in active_layers:
+                policy = factory(k, mode, sim)
+                results.append(evaluate(policy, settings, sim, (mode or getattr(policy, "skip_mode", ""), k), progress))
+    return results
+
+
+def scripted_policy_factory(chunk_size: int = 4) -> PolicyFactory:
+    """A factory for `evaluate_grid` that puts the scripted expert on the grid's simulator (k and mode unused)."""
+
+    def factory(_k, _mode, sim: TabletopSim) -> Policy:
+        return ScriptedPolicy(sim, chunk_size)
+
+    return factory
+
+
+def load_policy(checkpoint: str | Path, device: str = "cpu") -> PolicyFactory:
+    """Load a MoLe-VLA checkpoint once; the factory sets STAR's k and the skip mode per grid cell."""
+    from mole_vla_ros.model.policy import MoLeVLAPolicy
+
+    policy = MoLeVLAPolicy.from_checkpoint(str(checkpoint), device=device)
+    default_k, default_mode = policy.active_layers, policy.skip_mode
+
+    def factory(k: int | None, mode: str | None, _sim: TabletopSim) -> Policy:
+        policy.active_layers = policy._check_k(default_k if k is None else k)
+        policy.skip_mode = mode or default_mode
+        return policy
+
+    return factory
+
+
+# ------------------------------------------------------------------------------------------------------------------
+# reporting
+def format_table(results: list[EvalResult]) -> str:
+    """A plain-text table, one row per configuration."""
+    header = (
+        f"{'task':6} {'mode':8} {'k':>3} {'success':>9} {'95% CI':>13} {'latency ms':>10} {'GFLOPs':>8} "
+        f"{'layers':>6} {'ms/step':>8} {'t_succ s':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        k = "-" if r.active_layers is None else str(r.active_layers)
+        lines.append(
+            f"{r.task:6} {r.skip_mode or '-':8} {k:>3} {r.successes:>4}/{r.episodes:<4} "
+            f"[{r.ci_low:.2f}, {r.ci_high:.2f}] {r.mean_latency_ms:>10.1f} {r.mean_flops / 1e9:>8.2f} "
+            f"{r.mean_layers:>6.1f} {r.ms_per_control_step:>8.1f} {r.mean_seconds_to_success:>8.1f}"
+        )
+    return "\n".join(lines)
+
+
+def _gif_name(task: str, label: tuple[str, int | None], episode: int, success: bool) -> str:
+    mode, k = label
+    tag = f"{mode or 'policy'}" + (f"_k{k}" if k is not None else "")
+    return f"{task}_{tag}_ep{episode:03d}_{'success' if success else 'failure'}.gif"
+
+
+def save_gif(frames: list[np.ndarray], path: Path, sim_config: SimConfig) -> Path:
+    """Write frames (HxWx3 uint8) as an animated GIF at the camera rate."""
+    from PIL import Image
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    images = [Image.fromarray(f) for f in frames]
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 * sim_config.control_dt), loop=0)
+    log.info("wrote %s (%d frames)", path, len(images))
+    return path

@@ -1,0 +1,140 @@
+"""The policy node under real rclpy (runs with `colcon test` on a ROS 2 machine; skipped where rclpy is missing).
+
+Covers what the ROS-free shell test cannot: parameter declaration and override handling by rclpy, real QoS
+matching between publishers and the node's subscriptions, services over DDS, and the published message types.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+
+rclpy = pytest.importorskip("rclpy")
+pytest.importorskip("std_srvs")
+pytest.importorskip("diagnostic_msgs")
+pytest.importorskip("visualization_msgs")
+
+from rclpy.executors import SingleThreadedExecutor  # noqa: E402
+from rclpy.parameter import Parameter  # noqa: E402
+
+from mole_vla_ros.robot.franka import READY_Q, describe  # noqa: E402
+from mole_vla_ros.ros import conversions as conv  # noqa: E402
+from mole_vla_ros.ros.messages import RclpyMessages  # noqa: E402
+from mole_vla_ros.ros.policy_node import PolicyNodeShell, declare_and_read_parameters  # noqa: E402
+from mole_vla_ros.ros.qos import profile  # noqa: E402
+
+pytestmark = pytest.mark.ros
+FR3 = describe("fr3")
+
+
+class ScriptedPolicy:
+    camera_names = ("front",)
+    chunk_size = 8
+    action_space = "delta_xyz_abs_rpy"
+    control_dt = 0.1
+    image_size = 32
+    num_layers = 4
+
+    def infer(self, inp):
+        from mole_vla_ros.interfaces import PolicyOutput
+
+        actions = np.tile([0.005, 0.0, 0.0, np.pi, 0.0, 0.0, 1.0], (self.chunk_size, 1))
+        return PolicyOutput(actions, (1, 3), np.array([0.1, 0.4, 0.1, 0.4]), 4, {"total": 1.0})
+
+
+@pytest.fixture
+def ros():
+    rclpy.init()
+    yield
+    rclpy.try_shutdown()
+
+
+def test_invalid_parameter_value_refuses_to_start(ros):
+    node = rclpy.create_node("mole_vla_policy", parameter_overrides=[Parameter("safety.dry_run", value="yes")])
+    try:
+        with pytest.raises(ValueError, match=r"'safety\.dry_run' must be true or false"):
+            declare_and_read_parameters(node)
+    finally:
+        node.destroy_node()
+
+
+def test_unknown_parameter_refuses_to_start(ros):
+    node = rclpy.create_node("mole_vla_policy", parameter_overrides=[Parameter("saftey.dry_run", value=True)])
+    try:
+        with pytest.raises(ValueError, match="unknown parameter"):
+            declare_and_read_parameters(node)
+    finally:
+        node.destroy_node()
+
+
+def test_parameters_are_declared_with_descriptions(ros):
+    node = rclpy.create_node("mole_vla_policy")
+    try:
+        settings = declare_and_read_parameters(node)
+        assert settings.runtime.safety.dry_run is True
+        (desc,) = node.describe_parameters(["safety.workspace_min"])
+        assert desc.description
+    finally:
+        node.destroy_node()
+
+
+def test_node_runs_on_real_topics_and_services(ros):
+    from std_srvs.srv import SetBool
+
+    node = rclpy.create_node("mole_vla_policy", parameter_overrides=[Parameter("instruction", value="push the cube")])
+    settings = declare_and_read_parameters(node)
+    shell = PolicyNodeShell(node, settings, policy=ScriptedPolicy(), executor="thread")
+    peer = rclpy.create_node("peer")
+    f = RclpyMessages()
+    image_pub = peer.create_publisher(
+        f.message_class("sensor_msgs/msg/Image"), "camera/front/image_raw", profile("camera")
+    )
+    joint_pub = peer.create_publisher(f.message_class("sensor_msgs/msg/JointState"), "joint_states", 10)
+    pose_pub = peer.create_publisher(
+        f.message_class("geometry_msgs/msg/PoseStamped"),
+        "franka_robot_state_broadcaster/current_pose",
+        profile("franka_best_effort"),
+    )
+    got: dict[str, list] = {"path": [], "diagnostics": []}
+    peer.create_subscription(
+        f.message_class("nav_msgs/msg/Path"), "/mole_vla_policy/predicted_path", got["path"].append, 10
+    )
+    peer.create_subscription(
+        f.message_class("diagnostic_msgs/msg/DiagnosticArray"), "/diagnostics", got["diagnostics"].append, 10
+    )
+    enable = peer.create_client(SetBool, "/mole_vla_policy/enable")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(peer)
+    try:
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline and not (got["path"] and got["diagnostics"]):
+            t = node.get_clock().now().nanoseconds * 1e-9
+            image_pub.publish(conv.rgb_to_image_msg(f, np.full((32, 32, 3), 80, np.uint8), t, "cam"))
+            joint_pub.publish(
+                f.make(
+                    "sensor_msgs/msg/JointState",
+                    header=f.header(t, ""),
+                    name=list(FR3.arm_joint_names),
+                    position=READY_Q,
+                )
+            )
+            pose = conv.Pose(np.array([0.5, 0.0, 0.4]), np.array([1.0, 0.0, 0.0, 0.0]))
+            pose_pub.publish(conv.pose_stamped_msg(f, pose, t, "fr3_link0"))
+            for _ in range(5):
+                executor.spin_once(timeout_sec=0.01)
+        assert got["path"], "no predicted path published"
+        assert got["path"][-1].header.frame_id == "fr3_link0"
+        assert got["diagnostics"], "no diagnostics published"
+        assert node.count_publishers("cartesian_impedance_controller/target_pose") == 0  # dry run: no commander
+        assert enable.wait_for_service(timeout_sec=5.0)
+        future = enable.call_async(SetBool.Request(data=True))
+        executor.spin_until_future_complete(future, timeout_sec=5.0)
+        assert future.result().success and "DRY RUN" in future.result().message
+    finally:
+        shell.shutdown()
+        executor.shutdown()
+        peer.destroy_node()
+        node.destroy_node()

@@ -1,0 +1,406 @@
+"""PolicyRuntime end to end with a scripted policy and a kinematic robot that follows what it is commanded.
+
+Property tests drive random chunks, latencies and start states through the whole runtime and check every commanded
+sample; the safety tests show the commanded pose holds on watchdog, dry run, disable, interlock, NaN actions,
+inference errors and late inference.
+"""
+
+import threading
+import time
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from mole_vla_ros.interfaces import (
+    CameraFrame,
+    GripperSample,
+    JointStateSample,
+    PolicyInput,
+    PolicyOutput,
+    Pose,
+    PoseSample,
+)
+from mole_vla_ros.robot.franka import READY_Q, describe
+from mole_vla_ros.robot.kinematics import FrankaKinematics
+from mole_vla_ros.runtime import rotations as rot
+from mole_vla_ros.runtime.config import RuntimeConfig
+from mole_vla_ros.runtime.node_core import PolicyRuntime
+
+DT = 0.01  # command period (100 Hz)
+DOWN = rot.rpy_to_quat([np.pi, 0.0, 0.0])
+NAMES = describe("fr3").arm_joint_names
+
+
+class ScriptedPolicy:
+    """A plain Policy: absolute target poses from `make_chunk(call, inp)`; `mode` injects faults."""
+
+    camera_names = ("front",)
+    chunk_size = 16
+    action_space = "abs_pose_rpy"
+    control_dt = 0.1
+    image_size = 16
+
+    def __init__(self, make_chunk):
+        self.make_chunk = make_chunk
+        self.mode = "ok"  # "ok" | "nan" | "raise"
+        self.inputs: list[PolicyInput] = []
+        self.threads: list[int] = []
+
+    def infer(self, inp: PolicyInput) -> PolicyOutput:
+        self.inputs.append(inp)
+        self.threads.append(threading.get_ident())
+        if self.mode == "raise":
+            raise RuntimeError("scripted inference failure")
+        actions = np.array(self.make_chunk(len(self.inputs), inp), dtype=np.float64)
+        if self.mode == "nan":
+            actions[3, 1] = np.nan
+        return PolicyOutput(actions, (0, 2), np.array([0.5, 0.5, 0.0]), 3, {"total": 0.5})
+
+
+def line_to(target, yaw=0.0, gripper=1.0):
+    """A chunk whose 16 absolute targets all sit at `target`."""
+
+    def make(call, inp):
+        a = np.zeros((16, 7))
+        a[:, :3] = target
+        a[:, 3:6] = [np.pi, 0.0, yaw]
+        a[:, 6] = gripper
+        return a
+
+    return make
+
+
+class Robot:
+    """Kinematic robot: follows commanded poses exactly; publishes camera (every 3rd step), EE pose, joints, width."""
+
+    def __init__(self, rt: PolicyRuntime, start: Pose, q=READY_Q):
+        self.rt, self.pose, self.q, self.t = rt, start, np.array(q), 0.0
+        self.camera_on = True
+        self.outputs = []
+
+    def run(self, seconds: float):
+        outs = []
+        for _ in range(int(round(seconds / DT))):
+            self.t = round(self.t + DT, 9)
+            i = int(round(self.t / DT))
+            if self.camera_on and i % 3 == 0:
+                self.rt.on_camera(CameraFrame("front", self.t, np.zeros((16, 16, 3), np.uint8)))
+            self.rt.on_ee_pose(PoseSample(self.t, self.pose, "fr3_link0"))
+            self.rt.on_joint_state(JointStateSample(self.t, NAMES, self.q))
+            self.rt.on_gripper(GripperSample(self.t, 0.08))
+            out = self.rt.step(self.t)
+            if out.pose_command is not None:
+                self.pose = out.pose_command.pose
+            outs.append(out)
+        self.outputs += outs
+        return outs
+
+
+def make_runtime(policy, executor="inline", **overrides):
+    data = {"safety": {"dry_run": False}, "scheduling": {"simulated_latency_s": 0.05}}
+    for key, value in overrides.items():
+        data[key] = {**data.get(key, {}), **value} if isinstance(value, dict) else value
+    return PolicyRuntime(RuntimeConfig.from_dict(data), policy, executor=executor)
+
+
+def commanded(outs):
+    return [o.pose_command for o in outs if o.pose_command is not None]
+
+
+def assert_holds(outs):
+    """Every command in `outs` is the same pose at rest."""
+    cmds = commanded(outs)
+    assert cmds, "expected the runtime to keep commanding (holding) a pose"
+    for c in cmds:
+        np.testing.assert_allclose(c.pose.position, cmds[0].pose.position, rtol=0, atol=1e-9)
+        assert float(rot.quat_angle(c.pose.quaternion, cmds[0].pose.quaternion)) < 1e-9
+        assert np.abs(c.velocity).max() < 1e-9
+
+
+def check_limits(cmds, cfg: RuntimeConfig):
+    tr, sf = cfg.trajectory, cfg.safety
+    pos = np.array([c.pose.position for c in cmds])
+    vel = np.array([c.velocity[:3] for c in cmds])
+    w = np.array([c.velocity[3:] for c in cmds])
+    stamps = np.array([c.stamp for c in cmds])
+    np.testing.assert_allclose(np.diff(stamps), DT, atol=1e-9)  # one sample per command period, no gaps
+    assert np.all(pos >= np.array(sf.workspace_min) - 1e-9) and np.all(pos <= np.array(sf.workspace_max) + 1e-9)
+    assert np.all(np.abs(vel) <= np.array(tr.max_lin_vel) + 1e-9)
+    assert np.all(np.abs(w) <= np.array(tr.max_rot_vel) + 1e-9)
+    # continuity: position moves by velocity*dt, velocity changes by at most a_max*dt, across chunk boundaries too
+    np.testing.assert_allclose(np.diff(pos, axis=0), vel[1:] * DT, atol=1e-12)
+    assert np.all(np.abs(np.diff(vel, axis=0)) <= np.array(tr.max_lin_acc) * DT + 1e-9)
+    assert np.all(np.abs(np.diff(w, axis=0)) <= np.array(tr.max_rot_acc) * DT + 1e-9)
+    assert np.all(np.abs(vel[0]) <= np.array(tr.max_lin_acc) * DT + 1e-9)  # starts from rest
+
+
+# -- properties -----------------------------------------------------------------------------------------------------
+@settings(max_examples=12, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    latency=st.floats(0.0, 0.35),
+    horizon=st.sampled_from([0, 4, 8, 16]),  # >= 4: the first kept waypoint lies beyond the largest latency
+    ensemble=st.booleans(),
+    start=st.tuples(st.floats(0.3, 0.7), st.floats(-0.4, 0.4), st.floats(0.1, 0.7)),
+)
+def test_every_commanded_sample_is_inside_limits_and_continuous(seed, latency, horizon, ensemble, start):
+    rng = np.random.default_rng(seed)
+
+    def random_chunk(call, inp):
+        # wild chunks: targets anywhere around (and outside) the workspace, yaw anywhere, jittery
+        a = np.zeros((16, 7))
+        base = rng.uniform([0.0, -0.8, -0.2], [1.0, 0.8, 1.0])
+        a[:, :3] = base + np.cumsum(rng.normal(0, 0.03, (16, 3)), axis=0)
+        a[:, 3:6] = [np.pi, 0.0, 0.0] + rng.normal(0, 0.4, 3) + np.cumsum(rng.normal(0, 0.05, (16, 3)), axis=0)
+        a[:, 6] = rng.uniform(size=16)
+        return a
+
+    policy = ScriptedPolicy(random_chunk)
+    rt = make_runtime(
+        policy,
+        scheduling={"simulated_latency_s": latency, "execute_horizon": horizon, "ensemble": {"enabled": ensemble}},
+    )
+    robot = Robot(rt, Pose(start, DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    outs = robot.run(3.0)
+    cmds = commanded(outs)
+    assert len(cmds) == len(outs)
+    assert rt.counters["chunks/accepted"] >= 2
+    check_limits(cmds, rt.config)
+    assert rt.diagnostics(robot.t).counters.get("clipped/workspace", 0) >= 0
+
+
+def test_motion_reaches_the_policy_target():
+    policy = ScriptedPolicy(line_to([0.5, 0.1, 0.3], yaw=0.4))
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    outs = robot.run(3.0)
+    check_limits(commanded(outs), rt.config)
+    np.testing.assert_allclose(robot.pose.position, [0.5, 0.1, 0.3], atol=1e-3)
+    assert float(rot.quat_angle(robot.pose.quaternion, rot.rpy_to_quat([np.pi, 0, 0.4]))) < 1e-2
+    chunk = next(o.chunk for o in outs if o.chunk is not None)
+    assert chunk.frame_id == "fr3_link0" and chunk.positions.shape == (16, 3) and chunk.layer_indices == (0, 2)
+    d = outs[-1].diagnostics
+    assert d.state == "running" and d.active_layers == (0, 2) and d.latency_ms["step/median"] > 0
+
+
+# -- safety paths: the commanded pose holds ---------------------------------------------------------------------------
+def test_dry_run_and_not_enabled_command_nothing_but_preview():
+    policy = ScriptedPolicy(line_to([0.6, 0.0, 0.4]))
+    rt = PolicyRuntime(RuntimeConfig(), policy, executor="inline")  # defaults: dry run
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    outs = robot.run(0.5)  # not enabled
+    assert all(o.pose_command is None and o.gripper_command is None for o in outs)
+    assert rt.enable() == ""
+    outs = robot.run(1.0)  # enabled but dry run
+    assert all(o.pose_command is None and o.joint_command is None for o in outs)
+    previews = [o.preview for o in outs if o.preview is not None]
+    assert previews[-1].pose.position[0] > 0.45  # the preview shows where it would go
+    np.testing.assert_array_equal(robot.pose.position, [0.4, 0.0, 0.4])  # the robot never moved
+    assert outs[-1].diagnostics.dry_run and outs[-1].diagnostics.enabled
+
+
+def test_enable_disable_and_restart_at_the_measured_pose():
+    policy = ScriptedPolicy(line_to([0.6, 0.0, 0.4]))
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    robot.run(0.5)
+    rt.disable("operator")
+    robot.pose = Pose([0.45, 0.05, 0.4], DOWN)  # someone moved the arm while disabled
+    outs = robot.run(0.5)
+    assert all(o.pose_command is None for o in outs)
+    assert outs[-1].diagnostics.state == "disabled"
+    assert rt.enable() == ""
+    first = robot.run(DT)[0].pose_command
+    # restarts from where the arm is now, at rest: no jump back to the old commanded pose
+    assert np.linalg.norm(first.pose.position - [0.45, 0.05, 0.4]) < 1e-3
+    assert np.all(np.abs(first.velocity[:3]) <= np.array(rt.config.trajectory.max_lin_acc) * DT + 1e-9)
+
+
+def test_robot_mode_interlock_disables_until_re_enabled():
+    policy = ScriptedPolicy(line_to([0.6, 0.0, 0.4]))
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    rt.on_robot_mode("MOVE")
+    assert rt.enable() == ""
+    robot.run(0.3)
+    rt.on_robot_mode("REFLEX")
+    outs = robot.run(0.3)
+    assert all(o.pose_command is None for o in outs)
+    assert "REFLEX" in outs[-1].diagnostics.disable_reason
+    assert "robot mode is REFLEX" in rt.enable()  # refused while the robot is in reflex
+    rt.on_robot_mode("IDLE")
+    robot.run(0.05)
+    assert not rt.safety.enabled  # recovery alone does not re-arm
+    assert rt.enable() == ""
+    assert commanded(robot.run(0.2))
+
+
+def test_watchdog_holds_then_resumes_with_fresh_observations():
+    policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    robot.run(0.6)
+    robot.camera_on = False  # camera dies while moving
+    outs = robot.run(1.5)
+    assert outs[-1].diagnostics.hold_reason == "watchdog"
+    assert outs[-1].diagnostics.counters["rejected/watchdog"] == 1
+    brake = int(np.ceil(0.3 / 1.5 / DT)) + 1  # max velocity / max acceleration, in samples
+    trip = next(i for i, o in enumerate(outs) if o.diagnostics.hold_reason == "watchdog")
+    assert_holds(outs[trip + brake :])
+    check_limits(commanded(robot.outputs[20:]), rt.config)
+    robot.camera_on = True
+    outs = robot.run(1.0)
+    assert outs[-1].diagnostics.hold_reason == "" and outs[-1].diagnostics.state == "running"
+    assert robot.pose.position[0] > commanded(robot.outputs[:-100])[-1].pose.position[0]
+
+
+@pytest.mark.parametrize(("mode", "reason"), [("nan", "non_finite_actions"), ("raise", "inference_error")])
+def test_bad_inference_holds_the_commanded_pose(mode, reason):
+    policy = ScriptedPolicy(line_to([0.4, 0.0, 0.4]))  # target = start: the arm rests
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    robot.run(0.5)
+    policy.make_chunk = line_to([0.7, 0.2, 0.6])
+    policy.mode = mode  # from now on the policy would send the arm away, but its outputs are broken
+    outs = robot.run(1.0)
+    d = outs[-1].diagnostics
+    assert d.rejections()[reason] >= 1 and d.hold_reason == reason
+    assert_holds(outs)
+    np.testing.assert_allclose(robot.pose.position, [0.4, 0.0, 0.4], atol=1e-9)
+
+
+def test_late_inference_is_dropped_and_the_pose_holds():
+    policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
+    rt = make_runtime(policy, scheduling={"simulated_latency_s": 0.6, "max_latency_s": 0.5})
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    outs = robot.run(2.0)
+    assert outs[-1].diagnostics.rejections()["late_chunk"] >= 2
+    assert rt.counters["chunks/accepted"] == 0
+    assert_holds(outs)
+    np.testing.assert_array_equal(robot.pose.position, [0.4, 0.0, 0.4])
+
+
+def test_enable_refused_outside_the_workspace_and_before_a_pose():
+    policy = ScriptedPolicy(line_to([0.5, 0.0, 0.4]))
+    rt = make_runtime(policy)
+    assert "no end-effector pose" in rt.enable() or "warm-up" in rt.enable()
+    robot = Robot(rt, Pose([0.1, 0.0, 0.4], DOWN))  # x = 0.1 < workspace_min 0.2
+    robot.run(0.1)
+    why = rt.enable()
+    assert "outside the workspace box" in why and "safety.workspace_min" in why
+
+
+# -- executors, determinism, warm-up ---------------------------------------------------------------------------------
+def test_thread_executor_runs_inference_off_the_caller_thread():
+    policy = ScriptedPolicy(line_to([0.5, 0.0, 0.4]))
+    rt = make_runtime(policy, executor="thread", scheduling={"warmup_steps": 1})
+    try:
+        robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+        deadline = time.monotonic() + 10.0
+        while rt.counters["chunks/accepted"] == 0 and time.monotonic() < deadline:
+            robot.run(DT)
+            time.sleep(0.001)
+        assert rt.counters["chunks/accepted"] >= 1
+        assert threading.get_ident() not in policy.threads
+        assert rt.ready
+    finally:
+        rt.close()
+
+
+def test_inline_replays_with_the_same_seed_are_identical():
+    def noisy(call, inp):
+        r = np.random.default_rng(inp.seed)  # the policy's sampling noise depends only on the request seed
+        a = np.zeros((16, 7))
+        a[:, :3] = [0.5, 0.0, 0.4] + r.normal(0, 0.05, (16, 3))
+        a[:, 3:6] = [np.pi, 0.0, 0.0]
+        a[:, 6] = r.uniform(size=16)
+        return a
+
+    runs = []
+    for _ in range(2):
+        rt = make_runtime(ScriptedPolicy(noisy), scheduling={"seed": 7})
+        robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+        robot.run(0.2)
+        rt.enable()
+        runs.append(np.array([c.pose.position for c in commanded(robot.run(2.0))]))
+    np.testing.assert_array_equal(runs[0], runs[1])
+    assert np.ptp(runs[0][:, 0]) > 0.01  # it actually moved
+
+
+def test_warm_up_runs_before_any_observation_is_used():
+    policy = ScriptedPolicy(line_to([0.5, 0.0, 0.4]))
+    rt = make_runtime(policy, scheduling={"warmup_steps": 3})
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.5)
+    assert len(policy.inputs) >= 4
+    assert [i.instruction for i in policy.inputs[:3]] == ["warm up"] * 3
+    assert rt.diagnostics(robot.t).ready
+
+
+def test_mismatched_policy_and_config_are_rejected():
+    policy = ScriptedPolicy(line_to([0.5, 0.0, 0.4]))
+    with pytest.raises(ValueError, match=r"needs cameras \['front'\]"):
+        PolicyRuntime(RuntimeConfig.from_dict({"observation": {"camera_names": ["wrist"]}}), policy, "inline")
+    with pytest.raises(ValueError, match="contradicts the policy's 'abs_pose_rpy'"):
+        PolicyRuntime(RuntimeConfig.from_dict({"action_space": "abs_pose_quat"}), policy, "inline")
+    with pytest.raises(ValueError, match="executor must be one of"):
+        PolicyRuntime(RuntimeConfig(), policy, "process")
+
+
+# -- gripper and joint trajectories -----------------------------------------------------------------------------------
+def test_gripper_commands_only_on_changes():
+    policy = ScriptedPolicy(line_to([0.45, 0.0, 0.4], gripper=1.0))
+    rt = make_runtime(policy, gripper={"min_interval_s": 0.0})
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    outs = robot.run(1.0)  # already open (width 0.08): no command
+    assert not [o for o in outs if o.gripper_command]
+    policy.make_chunk = line_to([0.45, 0.0, 0.4], gripper=0.0)
+    outs = robot.run(2.0)
+    grips = [o.gripper_command for o in outs if o.gripper_command]
+    assert len(grips) == 1 and grips[0].action == "grasp" and not grips[0].open
+
+
+def test_joint_trajectory_output_has_positions_and_velocities_within_limits():
+    policy = ScriptedPolicy(line_to([0.45, 0.1, 0.35], yaw=0.3))
+    rt = make_runtime(policy, output_mode="joint_trajectory")
+    kin = FrankaKinematics()
+    start_q = READY_Q.copy()
+    robot = Robot(rt, kin.fk(start_q), q=start_q)
+    robot.run(0.2)
+    assert rt.enable() == ""
+    outs = robot.run(2.0)
+    cmds = [o.joint_command for o in outs if o.joint_command is not None]
+    assert len(cmds) >= 40  # one per joint_point_dt (0.04 s)
+    lim = describe("fr3").limits
+    for c in cmds:
+        assert c.joint_names == NAMES
+        assert c.positions.shape == c.velocities.shape and c.positions.shape[1] == 7
+        assert np.all(np.diff(c.time_from_start) > 0) and c.time_from_start[0] > 0
+        assert np.all(c.positions >= lim.q_min) and np.all(c.positions <= lim.q_max)
+        assert np.all(np.abs(c.velocities) <= lim.qd_max * rt.config.ik.velocity_fraction + 1e-9)
+    # the joint trajectory realises the Cartesian plan: its last point lands on the target
+    final = kin.fk(cmds[-1].positions[-1])
+    np.testing.assert_allclose(final.position, [0.45, 0.1, 0.35], atol=2e-3)
+    # the velocities are the derivative of the positions (JTC gets a consistent cubic)
+    mid = cmds[len(cmds) // 2]
+    fd = np.diff(mid.positions, axis=0) / np.diff(mid.time_from_start)[:, None]
+    avg = 0.5 * (mid.velocities[1:] + mid.velocities[:-1])
+    np.testing.assert_allclose(fd, avg, atol=0.02)
+    assert outs[-1].diagnostics.rejections() == {}
