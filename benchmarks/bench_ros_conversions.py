@@ -84,10 +84,30 @@ def main() -> None:
     med, p95 = timeit(lambda: builder.chunk(chunk), 200)
     rows.append(("chunk messages (16 steps: MultiDOF, Path, layers)", med, p95, ""))
     med, p95 = timeit(lambda: builder.markers(1.5), 200)
-    rows.append(("MarkerArray (5 chunks x 17 markers)", med, p95, ""))
+    rows.append(("MarkerArray (5 chunks: line strip + sphere list)", med, p95, ""))
     marker_array = builder.markers(1.5)
     med, p95 = timeit(lambda: msgs.serialize(marker_array), 200)
     rows.append(("  + CDR serialize of that MarkerArray", med, p95, ""))
+
+    try:  # the live node's backend, when rclpy is importable (ROS 2 sourced, or the ros-jazzy-* PyPI wheels)
+        from rclpy.serialization import serialize_message
+
+        from mole_vla_ros.ros.messages import RclpyMessages
+    except ImportError:
+        rows.append(("(rclpy not importable: rclpy rows skipped)", float("nan"), float("nan"), ""))
+    else:
+        live = OutputBuilder(RclpyMessages(), MarkerStyle(history=5), "fr3_hand_tcp")
+        med, p95 = timeit(lambda: live.chunk(chunk), 200)
+        rows.append(("rclpy: chunk messages (16 steps)", med, p95, ""))
+        med, p95 = timeit(lambda: live.markers(1.5), 200)
+        rows.append(("rclpy: MarkerArray (5 chunks: line strip + sphere list)", med, p95, ""))
+        live_markers = live.markers(1.5)
+        med, p95 = timeit(lambda: serialize_message(live_markers), 200)
+        rows.append(("rclpy:   + serialize_message", med, p95, ""))
+        rgb = rng.integers(0, 256, (480, 640, 3), dtype=np.uint8)
+        live_image = conv.rgb_to_image_msg(RclpyMessages(), rgb, 1.0, "cam", encoding="bgr8")
+        med, p95 = timeit(lambda: conv.image_to_rgb(live_image), 200)
+        rows.append(("rclpy: image_to_rgb bgr8 640x480 (array.array data)", med, p95, ""))
 
     width = max(len(r[0]) for r in rows)
     print(f"{'operation':<{width}}  {'median us':>10}  {'p95 us':>10}  {'vs floor':>8}")

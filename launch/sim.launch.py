@@ -37,6 +37,7 @@ ARGUMENTS = [
     ("dry_run", "false", "true: the policy node only publishes predictions, even after enable"),
     ("use_policy", "true", "start the policy node (false: only the simulated robot, e.g. for teleop or recording)"),
     ("use_rviz", "true", "start RViz with config/mole_vla.rviz"),
+    ("publish_robot_model", "false", "run robot_state_publisher from franka_description (needs it installed)"),
     ("namespace", "", "robot namespace for both nodes"),
 ]
 
@@ -64,6 +65,8 @@ def _launch_setup(context, *args, **kwargs):
                     "realtime_factor": float(get("realtime_factor")),
                     "robot_type": get("robot_type"),
                     "publish_clock": True,
+                    # robot_state_publisher publishes the hand's TF through the links; two parents would clash
+                    "publish_tf": get("publish_robot_model").lower() != "true",
                 }
             ],
         )
@@ -106,6 +109,23 @@ def _launch_setup(context, *args, **kwargs):
                 arguments=["-d", os.path.join(share, "config", "mole_vla.rviz")],
                 parameters=[{"use_sim_time": True}],
                 output="log",
+            )
+        )
+    if get("publish_robot_model").lower() == "true":
+        from launch.substitutions import Command, FindExecutable
+        from launch_ros.parameter_descriptions import ParameterValue
+
+        robot_type = get("robot_type")
+        xacro_file = os.path.join(
+            get_package_share_directory("franka_description"), "robots", robot_type, f"{robot_type}.urdf.xacro"
+        )
+        description = Command([FindExecutable(name="xacro"), " ", xacro_file, " hand:=true"])
+        actions.append(
+            Node(
+                package="robot_state_publisher",
+                executable="robot_state_publisher",
+                namespace=namespace,
+                parameters=[{"robot_description": ParameterValue(description, value_type=str), "use_sim_time": True}],
             )
         )
     return actions

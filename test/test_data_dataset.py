@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 
+import cv2
 import numpy as np
 import pytest
 
@@ -35,6 +36,11 @@ ALT_TOPICS = [
 ]
 
 
+def joint_q(tick: int) -> np.ndarray:
+    """The arm joint positions the synthetic robot holds during tick window `tick`."""
+    return np.arange(7) * 0.1 + 0.01 * tick
+
+
 def _stamp(msg, t_ns):
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(t_ns), NS)
 
@@ -62,6 +68,9 @@ def write_episode(
     roll0=np.pi - 0.05,
     alt=False,
     scene_clock_offset_ns=0,
+    compressed_wrist=False,
+    joints=False,
+    drop_joint_ticks=(),
 ):
     """A synthetic recording: pose 100 Hz (jittered, constant within each tick window), gripper 20 Hz, scene camera
     30 Hz and wrist camera 15 Hz (jittered, frames listed in drop_scene never arrive). Pixel values encode frame ids.
@@ -84,6 +93,16 @@ def write_episode(
                 msgs.append((t + 300_000, ALT_TOPICS[2].name, state))
             else:
                 msgs.append((t + 300_000, TOPICS[2].name, m))
+        if joints and i not in drop_joint_ticks:  # merged arm + finger joint_states, 50 Hz, constant per tick window
+            for j in range(5):
+                t = T0 + i * TICK + j * 20_000_000 + (0 if j == 0 else int(rng.integers(0, 2_000_000)))
+                m = default_message(
+                    "sensor_msgs/msg/JointState",
+                    name=[f"fr3_joint{n}" for n in range(1, 8)] + ["fr3_finger_joint1", "fr3_finger_joint2"],
+                    position=np.concatenate([joint_q(i), [0.02, 0.02]]),
+                )
+                _stamp(m, t)
+                msgs.append((t + 200_000, "/joint_states", m))
         if alt:  # the operator's command at tick i is the gripper state it leads to
             cmd = default_message("std_msgs/msg/Float32", data=float(grip[min(i + 1, k - 1)]))
             msgs.append((T0 + i * TICK + 1_000_000, ALT_TOPICS[3].name, cmd))
@@ -107,14 +126,22 @@ def write_episode(
             if f in drops:
                 continue
             img = np.full((24, 32, 3), f % 250, dtype=np.uint8)
-            m = default_message(
-                "sensor_msgs/msg/Image", height=24, width=32, encoding="rgb8", step=96, data=img.reshape(-1)
-            )
+            if compressed_wrist and topic == TOPICS[1].name:
+                png = cv2.imencode(".png", img)[1].reshape(-1)  # lossless, so pixel values survive
+                m = default_message("sensor_msgs/msg/CompressedImage", format="png", data=png)
+            else:
+                m = default_message(
+                    "sensor_msgs/msg/Image", height=24, width=32, encoding="rgb8", step=96, data=img.reshape(-1)
+                )
             _stamp(m, t + (scene_clock_offset_ns if topic == TOPICS[0].name else 0))
             frames[topic].append((t, f % 250))
             msgs.append((t + 8_000_000, topic, m))
     cams = {"scene": {"topic": TOPICS[0].name}, "wrist": {"topic": TOPICS[1].name}}
-    topics = ALT_TOPICS if alt else TOPICS
+    topics = list(ALT_TOPICS if alt else TOPICS)
+    if compressed_wrist:
+        topics[1] = TopicSpec(TOPICS[1].name, "sensor_msgs/msg/CompressedImage", QosSpec.sensor_data(), 15)
+    if joints:
+        topics.append(TopicSpec("/joint_states", "sensor_msgs/msg/JointState", expected_hz=50))
     w = EpisodeWriter(root, name, topics, EpisodeMetadata(instruction, cameras=cams), min_free_disk_gb=0)
     for t, topic, m in sorted(msgs, key=lambda x: x[0]):
         w.write(topic, bytes(ts.serialize_cdr(m, m.__msgtype__)), t)
@@ -162,7 +189,8 @@ def test_actions_recomputed_from_poses_match_generating_actions(tmp_path):
 def test_images_are_the_newest_frames_at_or_before_each_sample(tmp_path):
     rng = np.random.default_rng(1)
     drops = set(range(40, 52))  # 0.4 s without scene frames -> a gap longer than the 0.1 s tolerance
-    _poses, _grip, frames = write_episode(tmp_path, "ep1", rng, k=30, drop_scene=drops)
+    # wrist camera as CompressedImage (png): decoded on the way into the dataset
+    _poses, _grip, frames = write_episode(tmp_path, "ep1", rng, k=30, drop_scene=drops, compressed_wrist=True)
     s = episode_samples(tmp_path / "ep1", DatasetConfig(**CFG))
     ticks = T0 + np.arange(30) * TICK
     for cam_i, topic in enumerate((TOPICS[0].name, TOPICS[1].name)):
@@ -290,3 +318,21 @@ def test_unsynchronized_camera_clock_is_reported(tmp_path):
     assert warning.startswith("/camera/scene/image_raw: header stamps are +3.0") and "--time-source receive" in warning
     fixed = episode_samples(tmp_path / "skew", DatasetConfig(**{**CFG, "time_source": "receive"}))
     assert fixed.clock_warnings == [] and fixed.gaps == []
+
+
+def test_arm_joint_positions_are_stored_when_recorded(tmp_path):
+    rng = np.random.default_rng(21)
+    write_episode(tmp_path / "rec", "j", rng, k=20, joints=True, drop_joint_ticks={8, 9, 10})
+    s = episode_samples(tmp_path / "rec" / "j", DatasetConfig(**CFG))
+    # tick 8 still sees window 7's last message (~20 ms old, within the 50 ms tolerance); 9 and 10 see nothing
+    assert [g.stream for g in s.gaps] == ["joints"] and s.gaps[0].ticks == 2
+    assert not {9, 10} & set(s.frame_index.tolist()) and s.n == 19 - 2
+    expected = np.stack([joint_q(7 if t == 8 else t) for t in s.frame_index])
+    np.testing.assert_allclose(s.joint_positions, expected, atol=1e-6)
+    assert s.step_actions.shape[0] == 19  # joints are observations only: actions still come from every EE pose
+    build_dataset([tmp_path / "rec"], tmp_path / "ds", DatasetConfig(**CFG, val_fraction=0), progress=False)
+    ds = TrainingDataset(tmp_path / "ds", "train")
+    assert ds.meta["has_joint_positions"] is True
+    np.testing.assert_allclose(ds[0]["joint_positions"], joint_q(int(ds[0]["frame_index"])), atol=1e-6)
+    off = episode_samples(tmp_path / "rec" / "j", DatasetConfig(**{**CFG, "joint_topic": ""}))
+    assert off.joint_positions is None and off.n == 19

@@ -260,3 +260,20 @@ def test_salvage_stops_cleanly_at_a_truncated_chunk(tmp_path):
     part = salvage_mcap(tmp_path / "trunc.mcap")
     assert [m[2] for m in part.messages] == [_joint(i) for i in range(10)]
     assert part.lost_bytes > 0 and not part.has_footer
+
+
+def test_bag_metadata_is_the_version_8_form_humble_reads(tmp_path):
+    import yaml
+
+    path, _ = _record(tmp_path)
+    info = yaml.safe_load((path / "metadata.yaml").read_text())["rosbag2_bagfile_information"]
+    assert info["version"] == 8 and info["storage_identifier"] == "mcap"
+    assert info["relative_file_paths"] == ["ep.mcap"] and (path / "ep.mcap").exists()
+    topics = {t["topic_metadata"]["name"]: t for t in info["topics_with_message_count"]}
+    cam = topics["/camera/wrist/image_raw"]
+    # version 8 stores offered QoS as a YAML string (version 9's list form breaks Humble's parser)
+    qos = cam["topic_metadata"]["offered_qos_profiles"]
+    assert isinstance(qos, str)
+    (profile,) = yaml.safe_load(qos)
+    assert profile["reliability"] == 2 and profile["durability"] == 2 and profile["depth"] == 5  # best effort
+    assert cam["message_count"] == 17 and cam["topic_metadata"]["type"] == "sensor_msgs/msg/Image"

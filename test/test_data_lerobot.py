@@ -19,8 +19,10 @@ from mole_vla_ros.data.lerobot_export import export_lerobot  # noqa: E402
 
 def test_export_matches_built_dataset(tmp_path):
     rng = np.random.default_rng(7)
-    write_episode(tmp_path / "rec", "a", rng, k=14, instruction="open the drawer")
-    write_episode(tmp_path / "rec", "b", rng, k=20, drop_scene=set(range(25, 37)), instruction="close the drawer")
+    write_episode(tmp_path / "rec", "a", rng, k=14, instruction="open the drawer", joints=True)
+    write_episode(
+        tmp_path / "rec", "b", rng, k=20, drop_scene=set(range(25, 37)), instruction="close the drawer", joints=True
+    )
     build_dataset([tmp_path / "rec"], tmp_path / "ds", DatasetConfig(**CFG, val_fraction=0.0), progress=False)
     out = export_lerobot(tmp_path / "ds", tmp_path / "lr")
 
@@ -52,6 +54,8 @@ def test_export_matches_built_dataset(tmp_path):
         assert tasks[data[i]["task_index"]]["task"] == ds[i]["instruction"]
     stats = json.loads((out / "meta" / "stats.json").read_text())
     assert np.array(stats["observation.images.scene"]["mean"]).shape == (3, 1, 1)
+    assert info["features"]["observation.joint_positions"]["shape"] == [7]
+    np.testing.assert_allclose(data[3]["observation.joint_positions"], ds.raw("joint_positions", 3), atol=1e-6)
     assert stats["action"]["count"] == [len(data)]
     with pytest.raises(FileExistsError, match="--overwrite"):
         export_lerobot(tmp_path / "ds", tmp_path / "lr")

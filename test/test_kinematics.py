@@ -1,5 +1,6 @@
 """FR3/Panda kinematics: FK against published poses, Jacobian against finite differences, IK over a workspace grid."""
 
+import dataclasses
 import itertools
 
 import numpy as np
@@ -77,14 +78,20 @@ def test_unreachable_pose_is_reported_not_clamped():
     assert kin.within_limits(res.q)  # the best iterate never left the joint limits
 
 
-def test_pose_needing_joint_beyond_its_limit_is_reported():
-    kin = FrankaKinematics()
-    # the ready pose rotated 3.5 rad about the tool axis: joint 7 (+-3.0159) cannot turn that far from 0.785
-    target = Pose(kin.fk(READY_Q).position, rot.quat_multiply(rot.rpy_to_quat([0, 0, 3.0]), DOWN))
-    res = kin.ik(target, READY_Q + np.array([0, 0, 0, 0, 0, 0, 2.0]), nullspace_gain=0.0)
-    assert kin.within_limits(res.q, margin=0.05 - 1e-9)
-    if res.success:  # reachable by another joint combination: then it must really reach it
-        assert np.linalg.norm(kin.fk(res.q).position - target.position) < 1e-3
+def test_pose_needing_joints_beyond_their_limits_is_reported():
+    # lock the four twist joints (1, 3, 5, 7) to +-0.1 rad: the arm becomes planar in x-z, so y = 0.3 is out of reach
+    base = describe("fr3").limits
+    twist = np.array([1, 0, 1, 0, 1, 0, 1], dtype=bool)
+    q_min = np.where(twist, -0.1, base.q_min)
+    q_max = np.where(twist, 0.1, base.q_max)
+    q_min[6], q_max[6] = 0.685, 0.885  # joint 7 around the ready value (the hand's -45 deg yaw)
+    kin = FrankaKinematics("fr3", limits=dataclasses.replace(base, q_min=q_min, q_max=q_max))
+    target = Pose([0.45, 0.3, 0.4], DOWN)
+    res = kin.ik(target, READY_Q, max_iterations=200)
+    assert not res.success and res.reason == "unreachable"
+    assert kin.within_limits(res.q, margin=0.05 - 1e-9)  # the best iterate stayed inside the (narrowed) limits
+    # the same pose is fine for the real arm
+    assert FrankaKinematics("fr3").ik(target, READY_Q).success
 
 
 def test_velocity_limit_over_dt_is_reported():

@@ -263,7 +263,7 @@ def test_pickled_objects_are_refused(tmp_path):
         ci.read_checkpoint(path)
 
 
-def test_missing_file_and_bad_suffix():
+def test_missing_file():
     with pytest.raises(ci.CogACTImportError, match="does not exist"):
         ci.read_checkpoint("/nonexistent/cogact.pt")
 
@@ -400,3 +400,13 @@ def test_cli_import_cogact(tmp_path, capsys):
     assert main([*argv, "--allow-missing"]) == 0
     assert "wrote" in capsys.readouterr().out
     assert (tmp_path / "mole" / "model.safetensors").is_file()
+
+
+def test_unknown_suffix_and_non_dict_files(tmp_path):
+    with pytest.raises(ci.CogACTImportError, match="unknown checkpoint suffix"):
+        (tmp_path / "weights.npz").write_bytes(b"x")
+        ci.read_checkpoint(str(tmp_path / "weights.npz"))
+    path = tmp_path / "list.pt"
+    torch.save([torch.zeros(1)], path)
+    with pytest.raises(ci.CogACTImportError, match="holds a list, expected a dict of tensors"):
+        ci.read_checkpoint(str(path))

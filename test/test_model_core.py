@@ -218,3 +218,32 @@ def test_multiple_views_add_tokens_per_view():
     assert out.inputs.num_visual == 2 * model.config.tokens_per_view
     actions, choice = model.predict(images(1, v=2), ["stack the blocks"], active_layers=2)
     assert actions.shape == (1, 16, 7) and len(choice.indices[0]) == 2
+
+
+@torch.no_grad()
+def test_local_llama_weights_load_by_name_and_match_transformers(tmp_path):
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf_cfg = LlamaConfig(
+        vocab_size=256,  # smaller than ours (260): rows that exist are copied, like CogACT's padded vocabulary
+        hidden_size=64,
+        intermediate_size=172,
+        num_hidden_layers=8,
+        num_attention_heads=4,
+        num_key_value_heads=4,
+        rms_norm_eps=1e-5,
+        rope_parameters={"rope_type": "default", "rope_theta": 10000.0},
+        tie_word_embeddings=False,
+    )
+    torch.manual_seed(1)
+    hf = LlamaForCausalLM(hf_cfg).eval()
+    hf.save_pretrained(str(tmp_path))
+    model = build_model(MoLeVLAConfig.preset("tiny", **{"llm.source": "local", "llm.path": str(tmp_path)})).eval()
+    assert torch.equal(model.llm.embed_tokens.weight[:256], hf.model.embed_tokens.weight)
+    embeds = torch.randn(2, 12, 64)
+    mask = torch.ones(2, 12, dtype=torch.long)
+    mask[1, 9:] = 0
+    ours = model.llm.forward_full(embeds, mask)
+    ref = hf.model(inputs_embeds=embeds, attention_mask=mask).last_hidden_state
+    torch.testing.assert_close(ours[0], ref[0], rtol=1e-5, atol=1e-5)
+    torch.testing.assert_close(ours[1, :9], ref[1, :9], rtol=1e-5, atol=1e-5)

@@ -139,6 +139,13 @@ def test_text_tokens_and_seq_len_are_exclusive():
         flops.estimate(MoLeVLAConfig.preset("tiny"), 20, seq_len=40)
 
 
+def test_stage_flops_mapping_sums_to_total():
+    report = flops.estimate(MoLeVLAConfig.preset("small"), seq_len=90, active_layers=10)
+    mapping = report.stage_flops()
+    assert list(mapping) == [*flops.STAGES, "total"]
+    assert sum(v for k, v in mapping.items() if k != "total") == mapping["total"] == report.total_flops
+
+
 def test_table_lists_every_stage():
     table = flops.estimate(MoLeVLAConfig.preset("tiny"), 30).table()
     for stage in (*flops.STAGES, "total"):

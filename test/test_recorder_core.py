@@ -223,3 +223,16 @@ def test_clock_jumping_back_does_not_hide_later_drops(tmp_path):
     core.handle_command("start loop")
     _feed(core, clock, 1.0, skip_frames={5, 6})
     assert core.monitors["/fr3/camera/wrist/image_raw"].dropped == 2
+
+
+def test_readme_documents_every_recorder_key():
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("### Recorder `mole_vla_recorder`", 1)[1].split("\n## ", 1)[0]
+    missing = [k for k in RecorderConfig.__dataclass_fields__ if f"`{k}`" not in section]
+    assert not missing, f"README recorder section lacks {missing}"
+
+
+def test_start_on_a_full_disk_is_refused_with_the_reason(tmp_path):
+    core = RecorderCore(_config(tmp_path, min_free_disk_gb=1e9), clock=FakeClock())
+    r = core.handle_command("start pour water")
+    assert not r.ok and "GB free" in r.message and "min_free_disk_gb" in r.message and core.state == "idle"

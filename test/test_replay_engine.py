@@ -118,7 +118,9 @@ def test_output_bag_reads_back_with_the_independent_mcap_reader(replayed, bag):
     schemas = {t: s for t, s, *_ in messages}
     assert schemas["/mole_vla_policy/markers"] == "visualization_msgs/msg/MarkerArray"
     markers = next(d for t, s, _, _, d in messages if t == "/mole_vla_policy/markers")
-    assert len(markers.markers) == 17  # one line strip + 16 spheres for the first chunk
+    assert markers.markers and all(m.header.frame_id == "fr3_link0" for m in markers.markers)
+    line_strip = [m for m in markers.markers if m.type == 4]  # visualization_msgs/Marker.LINE_STRIP
+    assert line_strip and len(line_strip[0].points) == 16  # the first chunk's 16 predicted positions
     layers = [d for t, s, _, _, d in messages if t == "/mole_vla_policy/active_layers"]
     assert all(len(m.data) == 4 and list(m.data) == sorted(m.data) for m in layers)
     cmd = next(d for t, s, _, _, d in messages if t == "/replay/cartesian_impedance_controller/target_pose")
@@ -153,7 +155,7 @@ def test_same_seed_gives_identical_results_and_another_seed_does_not(tmp_path, b
 
 @pytest.mark.parametrize(
     ("storage", "metadata"),
-    [("sqlite3", "humble"), ("sqlite3", "jazzy"), ("mcap", "humble")],
+    [("sqlite3", "humble"), ("sqlite3", "jazzy"), ("mcap", "humble"), ("mcap", "jazzy9")],
 )
 def test_sqlite3_and_humble_bags_replay(tmp_path, checkpoint, storage, metadata):
     bag = write_synthetic_bag(tmp_path / "b", duration_s=1.0, storage=storage, metadata=metadata)
@@ -161,7 +163,7 @@ def test_sqlite3_and_humble_bags_replay(tmp_path, checkpoint, storage, metadata)
         ReplayOptions(bag=bag, out=tmp_path / "o", checkpoint=str(checkpoint), progress=False, write_bag=False)
     )
     assert result.bag_info["storage"] == storage
-    assert result.bag_info["metadata_version"] == (5 if metadata == "humble" else 8)
+    assert result.bag_info["metadata_version"] == {"humble": 5, "jazzy": 8, "jazzy9": 9}[metadata]
     assert result.chunks and result.control_steps > 90
 
 
@@ -185,12 +187,13 @@ def test_compressed_cameras_namespace_and_params_file(tmp_path, checkpoint):
     assert result.chunks
     assert result.output_counts["/fr3_left/mole_vla_policy/predicted_path"] == len(result.chunks)
     assert "/replay/fr3_left/cartesian_impedance_controller/target_pose" in result.output_counts
-    # without --namespace the namespace is found from the bag (unique suffix match) and reported
+    # without --namespace the namespace is found from the bag and reported
     found = run_replay(
         ReplayOptions(bag=bag, out=tmp_path / "o2", checkpoint=str(checkpoint), params=params, progress=False)
     )
     assert found.plan.ee_pose == "/fr3_left/franka_robot_state_broadcaster/current_pose"
-    assert any("namespace taken from the bag" in a for a in found.adaptations)
+    assert found.plan.namespace == "fr3_left"
+    assert any("'fr3_left' taken from the bag" in a for a in found.adaptations)
 
 
 def test_dry_run_writes_previews_but_no_commands(tmp_path, bag, checkpoint):
@@ -216,3 +219,24 @@ def test_instruction_override_and_active_layers(tmp_path, bag, checkpoint):
     )
     assert result.instruction == "stack the cubes" and result.instruction_source == "--instruction"
     assert all(len(c.layer_indices) == 2 for c in result.chunks)
+
+
+def test_cli_replay_and_demo_print_the_report(tmp_path, bag, checkpoint, capsys):
+    from mole_vla_ros.cli import main
+    from mole_vla_ros.replay.cli import demo
+    from mole_vla_ros.replay.untrained import UNTRAINED_LABEL
+
+    out = tmp_path / "cli"
+    argv = ["replay", str(bag), "--checkpoint", str(checkpoint), "--out", str(out), "--seed", "1", "--no-progress"]
+    assert main([*argv, "--no-plots"]) == 0
+    text = capsys.readouterr().out
+    assert "control steps" in text and "prediction error vs recorded motion" in text
+    assert UNTRAINED_LABEL in text  # the checkpoint says it is untrained, so the report says it too
+    assert (out / "report.json").is_file() and (out / "bag" / "metadata.yaml").is_file()
+
+    # make demo without a trained default model: an untrained tiny model, labelled as such, and the outputs it names
+    assert demo(tmp_path, tmp_path / "models" / "default", bag, out=tmp_path / "demo") == 0
+    text = capsys.readouterr().out
+    assert "no trained default model yet" in text and UNTRAINED_LABEL in text
+    for name in ("report.json", "report.md", "plots/path.png", "bag/metadata.yaml", "untrained_tiny_model/MODEL_CARD.md"):
+        assert (tmp_path / "demo" / name).is_file(), name

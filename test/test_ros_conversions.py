@@ -288,3 +288,14 @@ def test_stamps_round_trip(t):
     s.sec, s.nanosec = sec, nanosec
     # float64 seconds resolve ~0.24 us at epoch-sized times; the core works in float seconds
     assert stamp_to_seconds(s) == pytest.approx(t, abs=1e-6)
+
+
+def test_pose_difference():
+    from mole_vla_ros.interfaces import Pose
+
+    a = Pose(np.zeros(3), np.array([0.0, 0.0, 0.0, 1.0]))
+    b = Pose(np.array([0.0, 0.03, 0.04]), np.array([0.0, 0.0, np.sin(0.25), np.cos(0.25)]))
+    dist, angle = conv.pose_difference(a, b)
+    assert dist == pytest.approx(0.05) and angle == pytest.approx(0.5)
+    flipped = Pose(np.zeros(3), -a.quaternion)  # same rotation, other sign
+    assert conv.pose_difference(a, flipped) == (0.0, 0.0)

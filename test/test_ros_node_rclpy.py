@@ -2,6 +2,7 @@
 
 Covers what the ROS-free shell test cannot: parameter declaration and override handling by rclpy, real QoS
 matching between publishers and the node's subscriptions, services over DDS, and the published message types.
+Without ROS 2 installed, rclpy comes from PyPI wheels (see test_ros_messages_rclpy.py for the pip line).
 """
 
 from __future__ import annotations
@@ -138,3 +139,68 @@ def test_node_runs_on_real_topics_and_services(ros):
         executor.shutdown()
         peer.destroy_node()
         node.destroy_node()
+
+
+def test_runtime_parameter_changes_and_read_only_parameters(ros):
+    node = rclpy.create_node("mole_vla_policy")
+    shell = PolicyNodeShell(node, declare_and_read_parameters(node), policy=ScriptedPolicy(), executor="inline")
+    try:
+        (ok,) = node.set_parameters([Parameter("instruction", value="stack the cups")])
+        assert ok.successful and shell.runtime.instruction == "stack the cups"
+        (ok,) = node.set_parameters([Parameter("policy.active_layers", value=3)])
+        assert ok.successful and shell.runtime.active_layers == 3
+        (bad,) = node.set_parameters([Parameter("policy.active_layers", value=9)])
+        assert not bad.successful and "0..4" in bad.reason
+        (frozen,) = node.set_parameters([Parameter("safety.dry_run", value=False)])
+        assert not frozen.successful  # read-only: dry run cannot be switched off on a running node
+        assert node.get_parameter("safety.dry_run").value is True
+    finally:
+        shell.shutdown()
+        node.destroy_node()
+
+
+def test_use_sim_time_follows_clock(ros):
+    from rosgraph_msgs.msg import Clock
+
+    node = rclpy.create_node("mole_vla_policy", parameter_overrides=[Parameter("use_sim_time", value=True)])
+    shell = PolicyNodeShell(node, declare_and_read_parameters(node), policy=ScriptedPolicy(), executor="inline")
+    peer = rclpy.create_node("clock_source")
+    clock_pub = peer.create_publisher(Clock, "/clock", 10)
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    executor.add_node(peer)
+    try:
+        assert shell.now() == 0.0  # no /clock yet: the control tick does nothing
+        shell._on_control_tick()
+        assert shell._last_diagnostics is None
+        deadline = time.monotonic() + 5.0
+        while time.monotonic() < deadline and shell.now() < 1234.0:
+            clock_pub.publish(Clock(clock=RclpyMessages().time(1234.5)))
+            executor.spin_once(timeout_sec=0.05)
+        assert shell.now() == pytest.approx(1234.5)
+    finally:
+        shell.shutdown()
+        executor.shutdown()
+        peer.destroy_node()
+        node.destroy_node()
+
+
+def test_shipped_params_file_loads_through_rcl(tmp_path):
+    """config/mole_vla.yaml as rcl's YAML parser reads it (types, `/**/` node key, empty strings, lists)."""
+    from pathlib import Path
+
+    from mole_vla_ros.ros.params import NodeConfig, NodeSettings
+    from mole_vla_ros.runtime.config import RuntimeConfig
+
+    params_file = Path(__file__).resolve().parent.parent / "config" / "mole_vla.yaml"
+    rclpy.init(args=["--ros-args", "--params-file", str(params_file)])
+    try:
+        node = rclpy.create_node("mole_vla_policy", namespace="fr3_left")  # `/**/` must match in any namespace
+        try:
+            assert "safety.workspace_min" in node._parameter_overrides  # the file really reached this node
+            settings = declare_and_read_parameters(node)
+            assert settings.to_flat() == NodeSettings(NodeConfig(), RuntimeConfig()).to_flat()
+        finally:
+            node.destroy_node()
+    finally:
+        rclpy.try_shutdown()

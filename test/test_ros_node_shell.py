@@ -279,6 +279,7 @@ def test_dry_run_wiring_publishes_predictions_and_never_commands(fake_ros):
     assert xs == sorted(xs) and xs[-1] > xs[0]  # the scripted +x motion
     layers = pub["~/active_layers"].sent[-1]
     assert layers.data.tolist() == [1, 3] and layers.layout.dim[0].label == "active_layers_of_4"
+    np.testing.assert_allclose(pub["~/layer_probs"].sent[-1].data, [0.1, 0.4, 0.1, 0.4], rtol=1e-6)
     (status,) = pub["/diagnostics"].sent[-1].status
     values = {kv.key: kv.value for kv in status.values}
     assert values["dry_run"] == "True" and values["ready"] == "True" and values["active_layers"] == "2/4"
@@ -409,3 +410,18 @@ def test_forward_kinematics_mode_subscribes_no_pose_source(fake_ros):
     node, _ = make_shell(fake_ros, **{"observation.ee_pose_source": "fk"})
     assert "franka_robot_state_broadcaster/current_pose" not in node.subscriptions
     assert not any(t[0] == pytest.approx(1 / 30.0) for t in node.timers)  # no TF polling timer
+
+
+def test_pose_topic_is_cross_checked_against_tf_once(fake_ros):
+    node, shell = make_shell(fake_ros)
+    FakeTfBuffer.stamp = node.t
+    feed(node, node.t)
+    assert shell.tf_check == "ok"
+    # a pose topic for another link (10 cm off, e.g. the flange instead of the hand TCP) is reported
+    node, shell = make_shell(fake_ros)
+    feed(node, node.t, x=START[0] + 0.1)
+    assert shell.tf_check.startswith("MISMATCH 10.0 cm")
+    assert any(level == "error" and "flange vs hand TCP" in text for level, text in node.logs)
+    node.advance(1.0)
+    (status,) = node.publishers["/diagnostics"].sent[-1].status
+    assert {kv.key: kv.value for kv in status.values}["tf_check"].startswith("MISMATCH")

@@ -172,6 +172,8 @@ def test_chunk_messages(msgs):
 
 def test_router_probabilities_are_published_when_the_runtime_has_them(msgs):
     probs = np.linspace(0.05, 0.2, 8)
+    out = builder(msgs).chunk(chunk(layer_probs=probs))
+    np.testing.assert_allclose(wire(msgs, out["layer_probs"]).data, probs, rtol=1e-6)
     _idx, prob_msg = conv.layer_choice_msgs(msgs, (1, 7), probs)
     np.testing.assert_allclose(wire(msgs, prob_msg).data, probs, rtol=1e-6)
     with pytest.raises(ValueError, match="outside the router's 8 layers"):
@@ -184,26 +186,34 @@ def test_markers_line_strip_and_spheres_coloured_by_gripper_fading_with_age(msgs
     b.chunk(chunk(t0=10.0, gripper=(1.0, 1.0, 0.0, 0.0)))
     b.chunk(chunk(t0=10.5, gripper=(0.0, 0.0, 0.0, 1.0)))
     arr = wire(msgs, b.markers(now=10.5))
-    line_strip = msgs.constant("visualization_msgs/msg/Marker", "LINE_STRIP")
-    sphere = msgs.constant("visualization_msgs/msg/Marker", "SPHERE")
-    lines = [m for m in arr.markers if m.type == line_strip]
-    spheres = [m for m in arr.markers if m.type == sphere]
-    assert len(lines) == 2 and len(spheres) == 8
-    assert all(m.header.frame_id == "fr3_link0" and m.frame_locked for m in arr.markers)
+    M = "visualization_msgs/msg/Marker"
+    line_strip, sphere_list = msgs.constant(M, "LINE_STRIP"), msgs.constant(M, "SPHERE_LIST")
+    delete = msgs.constant(M, "DELETE")
+    lines = [m for m in arr.markers if m.type == line_strip and m.action != delete]
+    spheres = [m for m in arr.markers if m.type == sphere_list and m.action != delete]
+    assert len(lines) == 2 and len(spheres) == 2  # one sphere list per chunk (every step executed)
+    assert all(m.header.frame_id == "fr3_link0" and m.frame_locked for m in lines + spheres)
     assert len(lines[0].points) == 4 and lines[0].points[2].x == pytest.approx(0.42)
     old_alpha, new_alpha = lines[0].color.a, lines[1].color.a
     assert new_alpha == pytest.approx(1.0) and old_alpha == pytest.approx(markers.age_alpha(0.5, b.style))
-    colours = [(round(m.color.r, 2), round(m.color.g, 2)) for m in spheres[:4]]
+    assert len(spheres[0].points) == len(spheres[0].colors) == 4
+    colours = [(round(c.r, 2), round(c.g, 2)) for c in spheres[0].colors]
     open_rg = (round(markers.OPEN_COLOR[0], 2), round(markers.OPEN_COLOR[1], 2))
     closed_rg = (round(markers.CLOSED_COLOR[0], 2), round(markers.CLOSED_COLOR[1], 2))
     assert colours == [open_rg, open_rg, closed_rg, closed_rg]
+    assert spheres[0].colors[0].a == pytest.approx(old_alpha)
     assert stamp_to_seconds(spheres[0].lifetime) == pytest.approx(1.0)
-    # steps the scheduler skips are drawn smaller and fainter
+    # steps the scheduler skips go into a second, smaller and fainter sphere list
     b.chunk(chunk(t0=10.5, executed=np.array([False, True, True, True])))
-    spheres = [m for m in wire(msgs, b.markers(now=10.5)).markers if m.type == sphere][-4:]
-    assert spheres[0].scale.x == pytest.approx(0.5 * spheres[1].scale.x)
-    assert spheres[0].color.a == pytest.approx(0.5 * spheres[1].color.a)
-    # a third chunk takes the oldest slot: ids stay bounded by the history
+    arr = wire(msgs, b.markers(now=10.5))
+    run, skipped = [m for m in arr.markers if m.type == sphere_list and m.action != delete][-2:]
+    assert len(run.points) == 3 and len(skipped.points) == 1 and skipped.ns.endswith("skipped")
+    assert skipped.scale.x == pytest.approx(0.5 * run.scale.x)
+    assert skipped.colors[0].a == pytest.approx(0.5 * run.colors[0].a)
+    # an empty skipped list is sent as DELETE of that slot, never as an empty SPHERE_LIST
+    assert [m for m in arr.markers if m.action == delete]
+    assert not [m for m in arr.markers if m.type == sphere_list and m.action != delete and not m.points]
+    # a further chunk takes the oldest slot: ids stay bounded by the history
     b.chunk(chunk(t0=11.0))
     arr = b.markers(now=11.0)
     assert sorted({m.id for m in arr.markers if m.type == line_strip}) == [0, 1]

@@ -82,9 +82,9 @@ class Robot:
 
     def run(self, seconds: float):
         outs = []
-        for _ in range(int(round(seconds / DT))):
+        for _ in range(round(seconds / DT)):
             self.t = round(self.t + DT, 9)
-            i = int(round(self.t / DT))
+            i = round(self.t / DT)
             if self.camera_on and i % 3 == 0:
                 self.rt.on_camera(CameraFrame("front", self.t, np.zeros((16, 16, 3), np.uint8)))
             self.rt.on_ee_pose(PoseSample(self.t, self.pose, "fr3_link0"))
@@ -134,6 +134,8 @@ def check_limits(cmds, cfg: RuntimeConfig):
     assert np.all(np.abs(np.diff(vel, axis=0)) <= np.array(tr.max_lin_acc) * DT + 1e-9)
     assert np.all(np.abs(np.diff(w, axis=0)) <= np.array(tr.max_rot_acc) * DT + 1e-9)
     assert np.all(np.abs(vel[0]) <= np.array(tr.max_lin_acc) * DT + 1e-9)  # starts from rest
+    quats = np.array([c.pose.quaternion for c in cmds])
+    assert np.all(np.sum(quats[1:] * quats[:-1], axis=-1) > 0)  # no quaternion sign flips in the stream
 
 
 # -- properties -----------------------------------------------------------------------------------------------------
@@ -153,7 +155,9 @@ def test_every_commanded_sample_is_inside_limits_and_continuous(seed, latency, h
         a = np.zeros((16, 7))
         base = rng.uniform([0.0, -0.8, -0.2], [1.0, 0.8, 1.0])
         a[:, :3] = base + np.cumsum(rng.normal(0, 0.03, (16, 3)), axis=0)
-        a[:, 3:6] = [np.pi, 0.0, 0.0] + rng.normal(0, 0.4, 3) + np.cumsum(rng.normal(0, 0.05, (16, 3)), axis=0)
+        a[:, 3:6] = (
+            np.array([np.pi, 0.0, 0.0]) + rng.normal(0, 0.4, 3) + np.cumsum(rng.normal(0, 0.05, (16, 3)), axis=0)
+        )
         a[:, 6] = rng.uniform(size=16)
         return a
 
@@ -170,7 +174,6 @@ def test_every_commanded_sample_is_inside_limits_and_continuous(seed, latency, h
     assert len(cmds) == len(outs)
     assert rt.counters["chunks/accepted"] >= 2
     check_limits(cmds, rt.config)
-    assert rt.diagnostics(robot.t).counters.get("clipped/workspace", 0) >= 0
 
 
 def test_motion_reaches_the_policy_target():
@@ -185,6 +188,7 @@ def test_motion_reaches_the_policy_target():
     assert float(rot.quat_angle(robot.pose.quaternion, rot.rpy_to_quat([np.pi, 0, 0.4]))) < 1e-2
     chunk = next(o.chunk for o in outs if o.chunk is not None)
     assert chunk.frame_id == "fr3_link0" and chunk.positions.shape == (16, 3) and chunk.layer_indices == (0, 2)
+    np.testing.assert_allclose(chunk.layer_probs, [0.5, 0.5, 0.0])
     d = outs[-1].diagnostics
     assert d.state == "running" and d.active_layers == (0, 2) and d.latency_ms["step/median"] > 0
 
@@ -326,7 +330,7 @@ def test_inline_replays_with_the_same_seed_are_identical():
     def noisy(call, inp):
         r = np.random.default_rng(inp.seed)  # the policy's sampling noise depends only on the request seed
         a = np.zeros((16, 7))
-        a[:, :3] = [0.5, 0.0, 0.4] + r.normal(0, 0.05, (16, 3))
+        a[:, :3] = np.array([0.5, 0.0, 0.4]) + r.normal(0, 0.05, (16, 3))
         a[:, 3:6] = [np.pi, 0.0, 0.0]
         a[:, 6] = r.uniform(size=16)
         return a
@@ -404,3 +408,77 @@ def test_joint_trajectory_output_has_positions_and_velocities_within_limits():
     avg = 0.5 * (mid.velocities[1:] + mid.velocities[:-1])
     np.testing.assert_allclose(fd, avg, atol=0.02)
     assert outs[-1].diagnostics.rejections() == {}
+    # the Cartesian stream behind it (served from the cached rollout) obeys the same limits and continuity
+    previews = [o.preview for o in outs if o.preview is not None]
+    check_limits(previews, rt.config)
+
+
+def test_targets_outside_the_workspace_are_clipped_and_counted():
+    policy = ScriptedPolicy(line_to([1.2, 0.0, 0.4]))  # 0.4 m beyond workspace_max x = 0.8
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.6, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    outs = robot.run(3.0)
+    check_limits(commanded(outs), rt.config)
+    np.testing.assert_allclose(robot.pose.position, [0.8, 0.0, 0.4], atol=1e-4)  # stops at the wall
+    assert outs[-1].diagnostics.counters["clipped/workspace"] >= 16
+    chunk = next(o.chunk for o in outs if o.chunk is not None)
+    assert np.all(chunk.positions[:, 0] <= 0.8)  # the visualised chunk is the clipped one that is executed
+
+
+def test_actions_already_past_on_arrival_are_not_executed():
+    policy = ScriptedPolicy(line_to([0.5, 0.0, 0.4]))
+    rt = make_runtime(policy, scheduling={"simulated_latency_s": 0.25, "execute_horizon": 8})
+    robot = Robot(rt, Pose([0.45, 0.0, 0.4], DOWN))
+    outs = robot.run(1.0)
+    chunk = next(o.chunk for o in outs if o.chunk is not None)
+    # arrival >= obs + 0.25 s: the actions due by obs + 0.1 and obs + 0.2 are history; 8..15 beyond the horizon
+    assert chunk.executed.tolist() == [False, False] + [True] * 6 + [False] * 8
+    np.testing.assert_allclose(chunk.stamps, chunk.obs_stamp + 0.1 * np.arange(1, 17))
+
+
+def test_joint_mode_starts_from_the_measured_joints_and_flags_a_frame_mismatch():
+    policy = ScriptedPolicy(line_to([0.35, 0.0, 0.45]))
+    rt = make_runtime(policy, output_mode="joint_trajectory")
+    kin = FrankaKinematics()
+    # the pose topic reports a TCP 3 cm off the kinematic model (e.g. a different EE set in Desk)
+    wrong = Pose(kin.fk(READY_Q).position + np.array([0.0, 0.0, 0.03]), DOWN)
+    robot = Robot(rt, wrong, q=READY_Q)
+    robot.run(0.2)
+    assert rt.enable() == ""
+    outs = robot.run(0.5)
+    assert rt.counters["frame_mismatch"] == 1
+    first = next(o.joint_command for o in outs if o.joint_command is not None)
+    # the first message continues from the measured joints, no jump toward the wrong pose
+    assert np.max(np.abs(first.positions[0] - READY_Q)) < 0.05
+    assert outs[-1].diagnostics.rejections() == {}
+
+
+def test_ee_pose_from_forward_kinematics_and_a_panda():
+    policy = ScriptedPolicy(line_to([0.4, 0.05, 0.45]))
+    cfg = RuntimeConfig.from_dict(
+        {
+            "frames": {"robot_type": "panda"},
+            "observation": {"ee_pose_source": "fk"},
+            "safety": {"dry_run": False},
+        }
+    )
+    rt = PolicyRuntime(cfg, policy, executor="inline")
+    kin = FrankaKinematics("panda")
+    names = describe("panda").arm_joint_names
+    q = READY_Q.copy()
+    t = 0.0
+    outs = []
+    for i in range(200):
+        t = round(t + DT, 9)
+        if i % 3 == 0:
+            rt.on_camera(CameraFrame("front", t, np.zeros((16, 16, 3), np.uint8)))
+        rt.on_joint_state(JointStateSample(t, names, q))  # no pose topic at all
+        if i == 20:
+            assert rt.enable() == ""
+        outs.append(rt.step(t))
+    assert rt.counters["chunks/accepted"] >= 1
+    cmds = commanded(outs)
+    assert cmds and cmds[0].frame_id == "panda_link0"
+    np.testing.assert_allclose(cmds[0].pose.position, kin.fk(READY_Q).position, atol=1e-3)

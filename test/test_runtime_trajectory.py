@@ -21,8 +21,9 @@ def make_tracker(dt=DT):
     return CartesianTracker(dt, V, A, W, AL, LO, HI)
 
 
-def check_stream(states, dt, start_vel=np.zeros(3), start_w=np.zeros(3)):
-    """Every sample inside limits, box; position/velocity continuous (finite differences)."""
+def check_stream(states, dt):
+    """Every sample inside limits, box; position/velocity continuous (finite differences). Starts from rest."""
+    start_vel = start_w = np.zeros(3)
     pos = np.array([s.position for s in states])
     vel = np.array([s.velocity for s in states])
     w = np.array([s.angular_velocity for s in states])
@@ -81,7 +82,7 @@ def test_brake_stops_within_braking_time_then_holds_exactly():
     states = [tr.step(far).copy() for _ in range(40)]
     assert tr.state.moving
     t_brake = tr.braking_time()
-    n = int(round(t_brake / DT))
+    n = round(t_brake / DT)
     states += [tr.step(None).copy() for _ in range(n + 20)]
     check_stream(states, DT)
     held = states[40 + n :]

@@ -244,3 +244,26 @@ def test_rollout_is_deterministic_given_a_seed(camera_sim):
     first = rollout(11)
     assert rollout(11) == first
     assert rollout(12)[0] != first[0]
+
+
+def test_panda_names_for_panda_users():
+    with TabletopSim(SimConfig(robot_type="panda", render=False), "pick") as sim:
+        obs = sim.reset(seed=0)
+        assert obs.joint_state.names[0] == "panda_joint1" and obs.joint_state.names[-1] == "panda_finger_joint2"
+        assert (obs.ee_pose.frame_id, obs.ee_pose.child_frame_id) == ("panda_link0", "panda_hand_tcp")
+
+
+def test_mujoco_fr3_matches_the_packages_dh_kinematics(pick_sim):
+    """The MJCF the simulator runs and robot/kinematics.py (franka DH, used by the runtime's IK and FK) put the TCP
+    at the same pose over random configurations: sim and runtime agree on what fr3_hand_tcp is."""
+    from mole_vla_ros.robot.kinematics import FrankaKinematics
+
+    kin = FrankaKinematics("fr3", "tcp")
+    rng = np.random.default_rng(0)
+    limits = FR3.limits
+    for _ in range(20):
+        q = rng.uniform(limits.q_min + 0.1, limits.q_max - 0.1)
+        pos, rot = pick_sim.ik.forward(q)
+        pose = kin.fk(q)
+        assert np.linalg.norm(pose.position - pos) < 1e-3
+        assert np.allclose(quat_xyzw_to_mat(pose.quaternion), rot, atol=1e-3)

@@ -160,3 +160,10 @@ def test_cli_eval_compares_k_and_skip_modes_of_a_real_checkpoint(tmp_path, capsy
         assert r["mean_layers"] == r["active_layers"] and r["inferences"] >= 1
     assert rows[0]["mean_flops"] < rows[1]["mean_flops"]
     assert "early" in capsys.readouterr().out
+
+
+def test_joint_trajectory_output_mode_also_closes_the_loop(pick_sim):
+    """The runtime's JointTrajectory stream (its own IK) drives the sim arm joint by joint, and still succeeds."""
+    settings = EvalSettings(task="pick", episodes=1, seed=9, sim=SIM, runtime={"output_mode": "joint_trajectory"})
+    result = evaluate(ScriptedPolicy(pick_sim), settings, pick_sim, ("scripted", None), progress=False)
+    assert result.successes == 1, result.outcomes

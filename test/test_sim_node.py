@@ -20,6 +20,7 @@ from mole_vla_ros.ros.messages import RosbagsMessages
 from mole_vla_ros.ros.params import load_settings
 from mole_vla_ros.sim.config import SimConfig
 from mole_vla_ros.sim.env import TabletopSim
+from mole_vla_ros.sim.ik import quat_xyzw_to_mat
 from mole_vla_ros.sim.messages import pose_msg
 from mole_vla_ros.sim.robot_bridge import SimRobotBridge
 
@@ -50,10 +51,17 @@ def test_bridge_publishes_the_robot_topics_and_follows_target_poses(bridge):
     assert bridge.on_target_pose(_target(f, bridge.sim.time, goal, start.quaternion))
     for _ in range(12):
         msgs = {m.topic: m for m in bridge.tick()}
-    assert set(msgs) >= {Topics.JOINT_STATES, Topics.CURRENT_POSE, Topics.camera_image("scene")}
+    assert set(msgs) >= {Topics.JOINT_STATES, Topics.CURRENT_POSE, Topics.camera_image("scene"), "/tf"}
     pose = conv.pose_stamped_to_sample(msgs[Topics.CURRENT_POSE].msg)
     assert np.linalg.norm(pose.pose.position - goal) < 0.003
     assert conv.header_seconds(msgs[Topics.CURRENT_POSE].msg) == pytest.approx(bridge.sim.time)
+    # TF: fr3_link0 -> fr3_hand (/tf) then fr3_hand -> fr3_hand_tcp (/tf_static) lands on the published TCP pose
+    (hand,) = msgs["/tf"].msg.transforms
+    (tcp,) = [t for t in latched[1].msg.transforms if t.child_frame_id == "fr3_hand_tcp"]
+    assert (hand.header.frame_id, hand.child_frame_id, tcp.header.frame_id) == ("fr3_link0", "fr3_hand", "fr3_hand")
+    h = conv.transform_to_sample(hand).pose
+    offset = np.array([tcp.transform.translation.x, tcp.transform.translation.y, tcp.transform.translation.z])
+    np.testing.assert_allclose(h.position + quat_xyzw_to_mat(h.quaternion) @ offset, pose.pose.position, atol=1e-6)
     assert not bridge.on_target_pose(_target(f, 0.0, goal, start.quaternion, frame="world"))
     assert bridge.rejected == {"pose": 1}
 
@@ -118,6 +126,10 @@ def _run_sim_launch(tmp_path, monkeypatch, **args):
             return context[self.name]
 
     mods["launch.substitutions"].LaunchConfiguration = LaunchConfiguration
+    mods["launch.substitutions"].Command = type("Command", (_Recorder,), {})
+    mods["launch.substitutions"].FindExecutable = type("FindExecutable", (_Recorder,), {})
+    mods["launch_ros.parameter_descriptions"] = types.ModuleType("launch_ros.parameter_descriptions")
+    mods["launch_ros.parameter_descriptions"].ParameterValue = type("ParameterValue", (_Recorder,), {})
     mods["ament_index_python.packages"].get_package_share_directory = lambda pkg: str(tmp_path / pkg)
     for name, mod in mods.items():
         monkeypatch.setitem(sys.modules, name, mod)
@@ -145,7 +157,7 @@ def test_sim_launch_wires_the_policy_node_to_the_sim_robots_topics(tmp_path, mon
     scripts = (ROOT / "setup.py").read_text()
     assert "mole_vla_sim_robot = mole_vla_ros.ros.sim_robot_node:main" in scripts
     (sim_params,) = by_exe["mole_vla_sim_robot"]["parameters"]
-    assert sim_params["task"] == "stack" and sim_params["control_hz"] == 20.0
+    assert sim_params["task"] == "stack" and sim_params["control_hz"] == 20.0 and sim_params["publish_tf"] is True
     from mole_vla_ros.ros.sim_robot_node import PARAMETERS
 
     assert set(sim_params) <= set(PARAMETERS)
@@ -166,6 +178,13 @@ def test_sim_launch_wires_the_policy_node_to_the_sim_robots_topics(tmp_path, mon
     assert topics.gripper_actions + "/move" == Topics.GRIPPER_MOVE_ACTION
 
 
+def test_sim_launch_with_robot_model_hands_tf_to_robot_state_publisher(tmp_path, monkeypatch):
+    actions = _run_sim_launch(tmp_path, monkeypatch, publish_robot_model="true")
+    by_exe = {a.kwargs["executable"]: a.kwargs for a in actions}
+    assert "robot_state_publisher" in by_exe
+    assert by_exe["mole_vla_sim_robot"]["parameters"][0]["publish_tf"] is False
+
+
 def test_sim_launch_without_policy_or_rviz(tmp_path, monkeypatch):
     actions = _run_sim_launch(tmp_path, monkeypatch, use_policy="false", use_rviz="false", namespace="fr3_sim")
     (only,) = actions
@@ -181,29 +200,28 @@ def test_node_module_imports_without_ros():
     assert "rclpy" not in module.__dict__
 
 
-def test_node_runs_with_rclpy(tmp_path):
+def test_node_runs_with_rclpy():
+    """On a ROS 2 machine: the node process publishes the robot's joint states with the FR3 joint names."""
     rclpy = pytest.importorskip("rclpy")
-    import threading
+    import subprocess
 
-    from mole_vla_ros.ros import sim_robot_node
+    from sensor_msgs.msg import JointState
 
+    node = subprocess.Popen(
+        [sys.executable, "-m", "mole_vla_ros.ros.sim_robot_node", "--ros-args", "-p", "image_size:=64",
+         "-p", "realtime_factor:=5.0"]
+    )  # fmt: skip
     rclpy.init()
     try:
         received = []
-        from sensor_msgs.msg import JointState
-
         listener = rclpy.create_node("sim_robot_test_listener")
         listener.create_subscription(JointState, "joint_states", received.append, 10)
-        thread = threading.Thread(
-            target=sim_robot_node.main,
-            args=(["--ros-args", "-p", "image_size:=64", "-p", "realtime_factor:=5.0"],),
-            daemon=True,
-        )
-        thread.start()
-        deadline = 200
-        while not received and deadline:
+        for _ in range(300):  # up to 30 s: the node compiles the scene first
             rclpy.spin_once(listener, timeout_sec=0.1)
-            deadline -= 1
+            if received:
+                break
         assert received and list(received[0].name) == list(FR3.arm_joint_names + FR3.finger_joint_names)
     finally:
         rclpy.shutdown()
+        node.terminate()
+        node.wait(timeout=10)

@@ -156,3 +156,19 @@ def test_recorded_episodes_pass_the_dataset_builder(recorded, tmp_path):
     later = ds.raw("ee_pose", 5 + len(poses))
     assert np.linalg.norm(poses[-1].position - later[:3]) < 1e-3
     assert set(np.unique(gripper)) <= {0.0, 1.0}
+
+
+def test_recording_the_same_seed_twice_is_refused_with_the_fix(recorded):
+    out, _ = recorded
+    with pytest.raises(FileExistsError, match="another --out"):
+        record_episodes(out, "pick", 1, seed=8, sim_config=SimConfig(render=False), progress=False)
+
+
+def test_cli_show_renders_both_cameras(tmp_path, capsys):
+    from PIL import Image
+
+    out = tmp_path / "cams.png"
+    assert cli_main(["sim", "show", "--task", "stack", "--image-size", "40", "--out", str(out)]) == 0
+    with Image.open(out) as im:
+        assert im.size == (80, 40)
+    assert "put the" in capsys.readouterr().out

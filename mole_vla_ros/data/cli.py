@@ -20,6 +20,12 @@ log = logging.getLogger(__name__)
 def _build(args) -> int:
     from mole_vla_ros.data.dataset import DatasetConfig, build_dataset, dataset_summary
 
+    camera_topics = {}
+    for item in args.camera_topic or ():
+        name, sep, topic = item.partition("=")
+        if not sep or not name or not topic:
+            raise SystemExit(f"--camera-topic takes NAME=TOPIC (e.g. scene=/camera/scene/image_raw), got {item!r}")
+        camera_topics[name] = topic
     config = DatasetConfig(
         rate_hz=args.rate,
         image_size=args.image_size,
@@ -39,6 +45,11 @@ def _build(args) -> int:
         include_failures=args.include_failures,
         include_unlabelled=not args.exclude_unlabelled,
         shard_size=args.shard_size,
+        gripper_open_fraction=args.gripper_open_fraction,
+        joint_topic=args.joint_topic,
+        consistent_angle_branch=not args.no_angle_branch,
+        camera_topics=camera_topics,
+        instruction=args.instruction or "",
     )
     report = build_dataset(args.episodes, args.out, config, overwrite=args.overwrite, progress=not args.no_progress)
     print(report.summary())
@@ -116,6 +127,17 @@ def _list(args) -> int:
     return 0
 
 
+def _plot(args) -> int:
+    from mole_vla_ros.data.timeline import plot_episode_timeline
+
+    out = Path(args.out or f"{Path(args.episode).name}_timeline.png")
+    for tl in plot_episode_timeline(args.episode, out):
+        gaps = f", {len(tl.gaps)} gaps (longest {max(b - a for a, b in tl.gaps):.3f} s)" if tl.gaps else ""
+        print(f"{tl.topic}: {tl.stamps_s.size} msgs, {tl.rate_hz or 0:.1f} Hz{gaps}")
+    print(f"wrote {out}")
+    return 0
+
+
 def register(subparsers) -> None:
     """Add `dataset` and its sub-commands to the `mole-vla` parser."""
     from mole_vla_ros.robot.franka import Topics
@@ -133,12 +155,35 @@ def register(subparsers) -> None:
     b.add_argument("--rate", type=float, default=10.0, help="samples per second (the policy's control rate)")
     b.add_argument("--image-size", type=int, default=224, help="square image side in pixels")
     b.add_argument("--cameras", nargs="+", help="camera names in view order (default: all recorded, sorted)")
+    b.add_argument(
+        "--camera-topic",
+        action="append",
+        metavar="NAME=TOPIC",
+        help="camera image topic for bags without episode.json (repeat per camera)",
+    )
+    b.add_argument("--instruction", help="instruction for episodes that carry none (plain ros2 bag recordings)")
     b.add_argument("--chunk-size", type=int, default=16, help="actions per chunk (CogACT: 16)")
     b.add_argument("--action-space", default=DEFAULT_ACTION_SPACE, choices=sorted(ACTION_SPACES))
     b.add_argument("--pose-topic", default=Topics.CURRENT_POSE, help="EE pose (PoseStamped/FrankaRobotState)")
     b.add_argument("--gripper-topic", default=Topics.GRIPPER_JOINT_STATES, help="gripper JointState (finger joints)")
+    b.add_argument(
+        "--joint-topic",
+        default=Topics.JOINT_STATES,
+        help="JointState with the arm joints, stored as extra proprioception when recorded ('' = never)",
+    )
     b.add_argument("--gripper-command-topic", default=Topics.TELEOP_GRIPPER, help="std_msgs/Float32 in [0,1]")
     b.add_argument("--gripper-source", default="auto", choices=["auto", "command", "width"])
+    b.add_argument(
+        "--gripper-open-fraction",
+        type=float,
+        default=0.9,
+        help="width source: open when width >= this fraction of the episode's widest opening",
+    )
+    b.add_argument(
+        "--no-angle-branch",
+        action="store_true",
+        help="keep each episode's absolute Euler angles as encoded (no common 2pi branch)",
+    )
     b.add_argument("--image-tolerance", type=float, default=0.1, help="max image age at a sample (s)")
     b.add_argument("--state-tolerance", type=float, default=0.05, help="max EE pose age at a sample (s)")
     b.add_argument("--gripper-tolerance", type=float, default=0.2, help="max gripper state age at a sample (s)")
@@ -161,6 +206,11 @@ def register(subparsers) -> None:
     i = sub.add_parser("info", help="summary of one episode or one built dataset")
     i.add_argument("path")
     i.set_defaults(func=_info)
+
+    pl = sub.add_parser("plot", help="timeline of one episode: message stamps, gaps, rates (PNG)")
+    pl.add_argument("episode")
+    pl.add_argument("--out", help="PNG path (default: <episode>_timeline.png in the current directory)")
+    pl.set_defaults(func=_plot)
 
     lst = sub.add_parser("list", help="episodes under a recording root (and unfinished ones)")
     lst.add_argument("root")

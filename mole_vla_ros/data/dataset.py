@@ -17,7 +17,8 @@ Output directory:
     meta.json                   config, cameras, instructions, action space, normalization (q01/q99), episodes + gaps
     train-00000.safetensors ... images uint8 [N,V,S,S,3], actions float32 [N,C,D] (raw, un-normalized),
     val-00000.safetensors       action_mask uint8 [N,C], episode_index / frame_index / instruction_id int32 [N],
-                                timestamp float64 [N] (s from episode start), ee_pose float32 [N,7], gripper_open [N]
+                                timestamp float64 [N] (s from episode start), ee_pose float32 [N,7], gripper_open [N],
+                                joint_positions float32 [N,7] (arm joints, when recorded)
 Read it with `TrainingDataset(dir, split)`.
 """
 
@@ -79,6 +80,9 @@ class DatasetConfig:
     gripper_topic: str = Topics.GRIPPER_JOINT_STATES  # JointState with the finger joints (width = sum)
     gripper_command_topic: str = Topics.TELEOP_GRIPPER  # std_msgs/Float32 in [0, 1], 1 = open
     gripper_source: str = "auto"  # 'command', 'width', or 'auto' (command when recorded, else width)
+    # Arm joint positions as extra proprioception (other policies, LeRobot export). Used when the topic is recorded;
+    # then a sample needs a joint state within state_tolerance_s too. "" = never.
+    joint_topic: str = Topics.JOINT_STATES
     gripper_open_fraction: float = 0.9  # width >= this fraction of the episode's widest opening counts as open
     image_tolerance_s: float = 0.1
     state_tolerance_s: float = 0.05
@@ -89,6 +93,9 @@ class DatasetConfig:
     include_failures: bool = False
     include_unlabelled: bool = True
     shard_size: int = 1024
+    # Plain rosbag2 bags (`ros2 bag record`, MCAP or sqlite3) have no episode.json: name their cameras and task here.
+    camera_topics: dict[str, str] = field(default_factory=dict)  # camera name -> image topic (overrides episode.json)
+    instruction: str = ""  # for episodes that carry none
     # Absolute roll/pitch/yaw: put every episode on the 2pi-branch of the first one. A Franka pointing down has
     # roll near +-pi; without this one episode says +3.1 and the next -3.1, and q01/q99 span the whole circle.
     consistent_angle_branch: bool = True
@@ -135,6 +142,7 @@ class EpisodeSamples:
     ee_pose: np.ndarray  # float32 [N, 7] (x y z qx qy qz qw)
     gripper_open: np.ndarray  # float32 [N]
     step_actions: np.ndarray  # float64 [M, D]: every real action once (for statistics)
+    joint_positions: np.ndarray | None = None  # float32 [N, 7] arm joints, None when the episode has none
     ticks: int = 0
     gaps: list[Gap] = field(default_factory=list)
     gripper_source: str = ""
@@ -183,6 +191,22 @@ def _pose_of(msg: Any, msgtype: str) -> np.ndarray:
     return np.array([p.x, p.y, p.z, o.x, o.y, o.z, o.w], dtype=np.float64)
 
 
+def _gripper_value(msg: Any, topic: str, msgtype: str, source: str, fingers: Sequence[str]) -> float:
+    """A gripper command in [0, 1] (source 'command', std_msgs/Float32) or the finger width in m (JointState)."""
+    if source == "command":
+        if msgtype != "std_msgs/msg/Float32":
+            raise ValueError(f"gripper command topic {topic} must be std_msgs/msg/Float32, got {msgtype}")
+        return float(np.clip(msg.data, 0.0, 1.0))
+    if msgtype != "sensor_msgs/msg/JointState":
+        raise ValueError(f"gripper topic {topic} must be sensor_msgs/msg/JointState, got {msgtype}")
+    names = list(msg.name)
+    idx = [names.index(f) for f in fingers if f in names] or [i for i, n in enumerate(names) if "finger_joint" in n]
+    if not idx:
+        raise ValueError(f"gripper topic {topic} has no finger joints {list(fingers)}; its joints are {names}")
+    # franka_description: each finger joint is half the opening
+    return float(np.sum(np.asarray(msg.position, dtype=np.float64)[idx])) * (2 / len(idx))
+
+
 def _image_of(msg: Any, msgtype: str) -> np.ndarray:
     from mole_vla_ros.ros.conversions import compressed_to_rgb, image_to_rgb
 
@@ -224,13 +248,16 @@ def episode_samples(
     store = get_typestore()
     with EpisodeReader(path) as reader:
         meta = reader.metadata
-        cam_meta = meta.get("cameras") or {}
+        cam_meta = {**(meta.get("cameras") or {}), **{c: {"topic": t} for c, t in config.camera_topics.items()}}
         cams = list(cameras or config.cameras or sorted(cam_meta))
         if not cams:
             raise ValueError(
-                f"episode {reader.name} lists no cameras in episode.json; record camera topics with 'camera: <name>' "
-                "in the recorder config"
+                f"episode {reader.name} lists no cameras (no episode.json cameras); name them with "
+                "--camera-topic NAME=TOPIC, or record with 'camera: <name>' in the recorder config"
             )
+        instruction = reader.instruction or config.instruction
+        if not instruction:
+            raise ValueError(f"episode {reader.name} has no instruction; pass one with --instruction")
         missing = [c for c in cams if c not in cam_meta]
         if missing:
             raise ValueError(f"episode {reader.name} has no camera(s) {missing}; it has {sorted(cam_meta)}")
@@ -263,43 +290,46 @@ def episode_samples(
             source = "command" if cmd_topic else "width"
         grip_topic = cmd_topic or resolve_topic(reader.topics, config.gripper_topic, "gripper state", "--gripper-topic")
 
+        joint_topic = None
+        if config.joint_topic:
+            try:
+                joint_topic = resolve_topic(reader.topics, config.joint_topic, "joint state", "--joint-topic")
+            except ValueError:
+                joint_topic = None  # optional: actions come from EE poses
+            if joint_topic is not None and reader.topics[joint_topic] != "sensor_msgs/msg/JointState":
+                raise ValueError(
+                    f"joint topic {joint_topic} must be sensor_msgs/msg/JointState, got {reader.topics[joint_topic]}"
+                )
+
         # pass 1: stamps of every stream, decoded state
         robot_type = meta.get("robot_type", "fr3")
-        fingers = describe(robot_type if robot_type in ROBOT_TYPES else "fr3").finger_joint_names
+        description = describe(robot_type if robot_type in ROBOT_TYPES else "fr3")
+        fingers = description.finger_joint_names
+        arm_joints = description.arm_joint_names
+        joint_t, joints = [], []
         cam_stamps: dict[str, list[int]] = {t: [] for t in cam_topics.values()}
         pose_t, poses, grip_t, grips = [], [], [], []
-        wanted = [*cam_topics.values(), pose_topic, grip_topic]
+        wanted = [*cam_topics.values(), pose_topic, grip_topic, *([joint_topic] if joint_topic else [])]
         offsets: dict[str, list[int]] = {}  # header stamp - receive time, per topic
         for m in reader.messages(wanted):
             t = _stamp_ns(m.data, m.log_time_ns, has_header(m.msgtype), config.time_source)
             if t != m.log_time_ns:
                 offsets.setdefault(m.topic, []).append(m.log_time_ns - t)
             if m.topic in cam_stamps:
-                cam_stamps[m.topic].append(t)
-            elif m.topic == pose_topic:
+                cam_stamps[m.topic].append(t)  # images are decoded in pass 2, only those samples use
+                continue
+            msg = store.deserialize_cdr(m.data, m.msgtype)
+            if m.topic == pose_topic:
                 pose_t.append(t)
-                poses.append(_pose_of(store.deserialize_cdr(m.data, m.msgtype), m.msgtype))
-            else:
-                msg = store.deserialize_cdr(m.data, m.msgtype)
-                if source == "command":
-                    if m.msgtype != "std_msgs/msg/Float32":
-                        raise ValueError(
-                            f"gripper command topic {m.topic} must be std_msgs/msg/Float32, got {m.msgtype}"
-                        )
-                    grips.append(float(np.clip(msg.data, 0.0, 1.0)))
-                else:
-                    if m.msgtype != "sensor_msgs/msg/JointState":
-                        raise ValueError(f"gripper topic {m.topic} must be sensor_msgs/msg/JointState, got {m.msgtype}")
-                    names = list(msg.name)
-                    idx = [names.index(f) for f in fingers if f in names]
-                    if not idx:
-                        idx = [i for i, n in enumerate(names) if "finger_joint" in n]
-                    if not idx:
-                        raise ValueError(
-                            f"gripper topic {m.topic} has no finger joints {fingers}; its joints are {names}"
-                        )
-                    grips.append(float(np.sum(np.asarray(msg.position, dtype=np.float64)[idx])) * (2 / len(idx)))
+                poses.append(_pose_of(msg, m.msgtype))
+            if m.topic == joint_topic:
+                names = list(msg.name)
+                if all(j in names for j in arm_joints):  # merged joint_states may also carry finger-only messages
+                    joint_t.append(t)
+                    joints.append(np.asarray(msg.position, dtype=np.float64)[[names.index(j) for j in arm_joints]])
+            if m.topic == grip_topic:
                 grip_t.append(t)
+                grips.append(_gripper_value(msg, m.topic, m.msgtype, source, fingers))
 
         # Header stamps from an unsynchronized clock (camera hardware clock, robot PC without PTP/NTP) put streams
         # seconds apart; alignment would then pair unrelated messages. Say so instead of building silently.
@@ -343,6 +373,13 @@ def episode_samples(
             gaps += gap_runs(f"camera {c}", cam_idx[t] < 0, ticks, start)
         state_ok = (pose_idx >= 0) & (grip_idx >= 0)
         images_ok = np.all(np.stack([cam_idx[t] >= 0 for t in cam_topics.values()]), axis=0) if ticks.size else state_ok
+        joint_idx = None
+        if joint_t:
+            joint_ts, joint_order = sort_stream(joint_t)
+            joints_arr = np.asarray(joints)[joint_order]
+            joint_idx = latest_at_or_before(joint_ts, ticks, tol(config.state_tolerance_s))
+            gaps += gap_runs("joints", joint_idx < 0, ticks, start)
+            images_ok = images_ok & (joint_idx >= 0)  # a sample needs every observation it stores
 
         if source == "command":
             g_ticks = np.where(grip_idx >= 0, grips_arr[np.clip(grip_idx, 0, None)], 0.0)
@@ -399,7 +436,7 @@ def episode_samples(
         ee = poses_arr[pose_idx[ticks_used]] if n else np.zeros((0, 7))
         return EpisodeSamples(
             name=reader.name,
-            instruction=reader.instruction,
+            instruction=instruction,
             success=reader.success,
             images=images,
             actions=np.stack([r[1] for r in rows]).astype(np.float32) if n else np.zeros((0, C, D), np.float32),
@@ -414,6 +451,11 @@ def episode_samples(
             gripper_source=source,
             angle_center=None if angle_center is None else np.asarray(angle_center, dtype=np.float64),
             clock_warnings=clock_warnings,
+            joint_positions=(
+                joints_arr[joint_idx[ticks_used]].astype(np.float32) if n else np.zeros((0, 7), np.float32)
+            )
+            if joint_idx is not None
+            else None,
         )
 
 
@@ -431,6 +473,7 @@ class _ShardWriter:
         "timestamp",
         "ee_pose",
         "gripper_open",
+        "joint_positions",
     )
 
     def __init__(self, out: Path, split: str, shard_size: int):
@@ -478,9 +521,12 @@ def expand_episode_paths(paths: Iterable[str | Path]) -> list[Path]:
         if (p / "metadata.yaml").exists():
             out.append(p)
             continue
-        found = list_episodes(p)
+        found = list_episodes(p) or sorted(d for d in p.iterdir() if (d / "metadata.yaml").exists())  # plain bags
         if not found:
-            raise FileNotFoundError(f"{p} holds no finished episodes (directories with episode.json + metadata.yaml)")
+            raise FileNotFoundError(
+                f"{p} holds no finished episodes or rosbag2 bags (directories with metadata.yaml); pass episode "
+                "directories or the recording root"
+            )
         pending = (p / INCOMPLETE_DIR).is_dir() and any((p / INCOMPLETE_DIR).iterdir())
         if pending:
             log.warning(
@@ -558,9 +604,12 @@ def build_dataset(
     if len(set(names)) != len(names):
         raise ValueError(f"episode names must be unique across inputs, got duplicates in {names}")
 
-    cameras = list(config.cameras) or sorted((chosen[0][1].get("cameras") or {}).keys())
+    cameras = list(config.cameras) or sorted({**(chosen[0][1].get("cameras") or {}), **config.camera_topics})
     if not cameras:
-        raise ValueError(f"episode {chosen[0][0]} lists no cameras; pass --cameras or record camera topics")
+        raise ValueError(
+            f"episode {chosen[0][0]} lists no cameras; name them with --camera-topic NAME=TOPIC (plain bags) or "
+            "record camera topics with 'camera: <name>' in the recorder config"
+        )
     split_of = split_episodes(names, config.val_fraction, config.seed)
     writers = {s: _ShardWriter(out, s, config.shard_size) for s in SPLITS}
     instructions: list[str] = []
@@ -593,6 +642,10 @@ def build_dataset(
                 "timestamp": samples.timestamp.astype(np.float64),
                 "ee_pose": samples.ee_pose,
                 "gripper_open": samples.gripper_open,
+                # zeros where an episode recorded no arm joints (meta.json episodes[].joint_positions says which)
+                "joint_positions": samples.joint_positions
+                if samples.joint_positions is not None
+                else np.zeros((samples.n, 7), np.float32),
             }
         )
         if split == "train":
@@ -618,6 +671,7 @@ def build_dataset(
                 "samples": samples.n,
                 "ticks": samples.ticks,
                 "gripper_source": samples.gripper_source,
+                "joint_positions": samples.joint_positions is not None,
                 "gaps": [g.as_dict() for g in samples.gaps],
                 "clock_warnings": samples.clock_warnings,
                 "source": meta.get("source", "real"),
@@ -657,6 +711,7 @@ def build_dataset(
             "count": int(acts.shape[0]),
         },
         "padding": "hold",
+        "has_joint_positions": all(e["joint_positions"] for e in episode_records),
         "angle_branch_center": None if angle_center is None else angle_center.tolist(),
         "splits": {
             s: {
@@ -688,7 +743,7 @@ class TrainingDataset:
 
     item = {"images": uint8 [V,S,S,3], "actions": float32 [C,D] (q01/q99-normalized when normalize_actions, gripper
     raw), "action_mask": bool [C], "instruction": str, "instruction_id", "episode_index", "frame_index": int,
-    "state": float32 [8] (EE pose x y z qx qy qz qw, gripper_open)}
+    "state": float32 [8] (EE pose x y z qx qy qz qw, gripper_open), "joint_positions": float32 [7]}
     Attributes: meta (meta.json), normalizer (ActionNormalizer), cameras, instructions, chunk_size, action_dim,
     action_space, image_size.
     """
@@ -772,6 +827,8 @@ class TrainingDataset:
             "frame_index": int(get("frame_index")),
             # proprioception (MoLe-VLA does not use it; other policies may): EE pose x y z qx qy qz qw + gripper_open
             "state": np.concatenate([get("ee_pose"), [get("gripper_open")]]).astype(np.float32),
+            # arm joint positions [7] (zeros for episodes recorded without them: meta["has_joint_positions"])
+            "joint_positions": get("joint_positions"),
         }
 
 

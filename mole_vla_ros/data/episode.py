@@ -284,6 +284,17 @@ class EpisodeWriter:
 
         self._writer = Writer(self.work_dir, version=BAG_VERSION, storage_plugin=StoragePlugin.MCAP)
         self._writer.open()
+        storage = self._writer.storage
+        if not (hasattr(storage, "close_chunk") and hasattr(storage, "chunk") and hasattr(storage, "bio")):
+            # Periodic flushing closes rosbags' pending MCAP chunk; fail now, not after an hour of unflushed data.
+            self._writer.abort()
+            shutil.rmtree(self.work_dir, ignore_errors=True)
+            from importlib.metadata import version
+
+            raise RuntimeError(
+                f"rosbags {version('rosbags')} changed its MCAP writer (no close_chunk/chunk/bio); the recorder needs "
+                "it to flush regularly. Install the pinned version: pip install -c requirements/constraints.txt rosbags"
+            )
         self._conns = {
             t.name: self._writer.add_connection(
                 t.name, t.msgtype, typestore=self._store, offered_qos_profiles=[t.qos.to_rosbags()]

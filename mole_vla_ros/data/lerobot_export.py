@@ -9,6 +9,7 @@ Layout written (LeRobot v3.0 conventions):
     meta/episodes/chunk-000/file-000.parquet   episode_index, tasks, length, data file, dataset_from/to_index
     data/chunk-000/file-NNN.parquet            one row per frame: observation.images.<camera> (PNG struct),
                                                observation.state [x y z qx qy qz qw gripper_open], action [D],
+                                               observation.joint_positions [7] (when every episode has them),
                                                timestamp, frame_index, episode_index, index, task_index
 Per frame, `action` is the first action of the sample's chunk (LeRobot builds chunks itself from delta_timestamps).
 LeRobot requires frames 1/fps apart inside an episode, so a recording with gaps becomes one LeRobot episode per
@@ -37,6 +38,7 @@ DATA_FILE_MB = 100
 DATA_PATH = "data/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 EPISODES_PATH = "meta/episodes/chunk-{chunk_index:03d}/file-{file_index:03d}.parquet"
 STATE_NAMES = ["x", "y", "z", "qx", "qy", "qz", "qw", "gripper_open"]
+JOINT_NAMES = [f"joint{i}" for i in range(1, 8)]
 
 
 def _pyarrow():
@@ -127,12 +129,14 @@ def export_lerobot(
     S, D = int(meta["image_size"]), int(meta["action_dim"])
     tasks = list(meta["instructions"])
     src_episodes = {e["index"]: e for e in meta["episodes"]}
+    with_joints = bool(meta.get("has_joint_positions"))
 
     image_type = pa.struct([("bytes", pa.binary()), ("path", pa.string())])
     schema = pa.schema(
         [
             *((f"observation.images.{c}", image_type) for c in cams),
             ("observation.state", pa.list_(pa.float32(), len(STATE_NAMES))),
+            *([("observation.joint_positions", pa.list_(pa.float32(), 7))] if with_joints else []),
             ("action", pa.list_(pa.float32(), D)),
             ("timestamp", pa.float32()),
             ("frame_index", pa.int64()),
@@ -146,7 +150,7 @@ def export_lerobot(
 
     episodes_rows: list[dict[str, Any]] = []
     split_ranges: dict[str, list[int]] = {}
-    states_all, actions_all = [], []
+    states_all, actions_all, joints_all = [], [], []
     img_acc = {c: [np.zeros(3), np.zeros(3), np.full(3, 255.0), np.zeros(3)] for c in cams}
     n_frames = 0
     file_index, file_rows, file_bytes = 0, [], 0
@@ -187,6 +191,10 @@ def export_lerobot(
                         "index": n_frames,
                         "task_index": int(ds.raw("instruction_id", int(r))),
                     }
+                    if with_joints:
+                        jp = ds.raw("joint_positions", int(r)).astype(np.float32)
+                        row["observation.joint_positions"] = jp.tolist()
+                        joints_all.append(jp)
                     for v, c in enumerate(cams):
                         png = _png(images[v])
                         row[f"observation.images.{c}"] = {"bytes": png, "path": None}
@@ -242,6 +250,7 @@ def export_lerobot(
     stats = {
         "observation.state": _stats(np.stack(states_all)),
         "action": _stats(np.stack(actions_all)),
+        **({"observation.joint_positions": _stats(np.stack(joints_all))} if with_joints else {}),
         **{f"observation.images.{c}": _image_stats(*img_acc[c], n_pix, n_frames) for c in cams},
         "timestamp": _stats(np.zeros((1, 1))),
     }
@@ -269,6 +278,11 @@ def export_lerobot(
                 for c in cams
             },
             "observation.state": {"dtype": "float32", "shape": [len(STATE_NAMES)], "names": STATE_NAMES},
+            **(
+                {"observation.joint_positions": {"dtype": "float32", "shape": [7], "names": JOINT_NAMES}}
+                if with_joints
+                else {}
+            ),
             "action": {"dtype": "float32", "shape": [D], "names": [f"{meta['action_space']}_{i}" for i in range(D)]},
             "timestamp": {"dtype": "float32", "shape": [1], "names": None},
             "frame_index": scalar,

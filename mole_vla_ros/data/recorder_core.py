@@ -23,6 +23,7 @@ import functools
 import json
 import logging
 import struct
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -291,6 +292,19 @@ class CommandResult:
 
 
 IDLE, RECORDING, STOPPED = "idle", "recording", "stopped"
+
+
+def _locked(method):
+    """Run a RecorderCore method under its lock: ROS callbacks may come from several executor threads."""
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return wrapper
+
+
 WARN_EVERY_S = 5.0
 
 
@@ -324,6 +338,7 @@ class RecorderCore:
             )
             for name, s in self.specs.items()
         }
+        self._lock = threading.RLock()
         self.state = IDLE
         self.instruction = config.default_instruction
         self.label: bool | None = None
@@ -336,6 +351,7 @@ class RecorderCore:
         self._last_warn: dict[str, int] = {}
 
     # ------------------------------------------------------------------ data path
+    @_locked
     def on_message(self, topic: str, data: bytes | memoryview, recv_ns: int | None = None) -> None:
         """Called for every received serialized message (any state: monitoring runs while idle too)."""
         mon = self.monitors.get(topic)
@@ -360,6 +376,7 @@ class RecorderCore:
                 log.exception("episode %s: %s; recording stopped (save or discard it)", self.writer.name, self.error)
 
     # ------------------------------------------------------------------ commands
+    @_locked
     def handle_command(self, text: str) -> CommandResult:
         """Run one textual command (see the module docstring); never raises for operator mistakes."""
         text = (text or "").strip()
@@ -395,6 +412,7 @@ class RecorderCore:
             "failure, instruction <text>, status",
         )
 
+    @_locked
     def start(self, instruction: str | None = None) -> CommandResult:
         if self.state != IDLE:
             return CommandResult(False, f"cannot start: an episode is {self.state}; save or discard it first")
@@ -434,6 +452,7 @@ class RecorderCore:
         log.info(msg)
         return CommandResult(True, msg)
 
+    @_locked
     def stop(self) -> CommandResult:
         if self.state != RECORDING:
             return CommandResult(False, f"cannot stop: recorder is {self.state}")
@@ -442,6 +461,7 @@ class RecorderCore:
         self.writer.flush()
         return CommandResult(True, f"stopped {self.writer.name}; save (success/failure) or discard it")
 
+    @_locked
     def save(self, success: bool | None = None) -> CommandResult:
         if self.state not in (RECORDING, STOPPED):
             return CommandResult(False, "nothing to save: no episode is open")
@@ -456,6 +476,7 @@ class RecorderCore:
         self.saved_count += 1
         return CommandResult(True, f"saved {path} (success={self.label})")
 
+    @_locked
     def discard(self) -> CommandResult:
         if self.state not in (RECORDING, STOPPED):
             return CommandResult(False, "nothing to discard: no episode is open")
@@ -465,6 +486,7 @@ class RecorderCore:
         self.writer, self.state, self.label = None, IDLE, None
         return CommandResult(True, f"discarded {name}")
 
+    @_locked
     def set_label(self, success: bool) -> CommandResult:
         word = "success" if success else "failure"
         if self.state in (RECORDING, STOPPED):
@@ -509,6 +531,7 @@ class RecorderCore:
                 log.warning("camera %s: could not read image/camera_info facts: %s", cam, exc)
 
     # ------------------------------------------------------------------ periodic checks
+    @_locked
     def tick(self, now_ns: int | None = None) -> list[str]:
         """Rate / stall / disk checks (call at ~1-2 Hz). Returns every current warning; logs each at most every
         WARN_EVERY_S seconds."""
@@ -549,6 +572,7 @@ class RecorderCore:
                 self._last_warn[key] = now
         return warnings
 
+    @_locked
     def status(self, now_ns: int | None = None) -> dict[str, Any]:
         """A JSON-able snapshot for the status topic and the keyboard CLI."""
         now = self.clock() if now_ns is None else now_ns
@@ -569,6 +593,7 @@ class RecorderCore:
             },
         }
 
+    @_locked
     def shutdown(self) -> None:
         """On node exit: an open episode is flushed and left recoverable (never silently deleted or faked)."""
         if self.writer is not None:

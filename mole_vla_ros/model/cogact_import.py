@@ -19,8 +19,8 @@ dict per sub-module; flattened with "." they read:
 
 The HF-exported Prismatic/OpenVLA spelling (`projector.fc1..fc3`, `vision_backbone.featurizer` /
 `fused_featurizer`, `language_model.model.*`) maps the same way. CogACT checkpoints carry no router, so the router
-keeps its fresh initialization (as the MoLe code's `strict=False` load does); `ImportReport.missing` lists it
-separately from any other missing weight. Shapes are all checked before anything is copied.
+keeps its fresh initialization (as the MoLe code's `strict=False` load does); `ImportReport.expected_missing` lists
+it apart from any real gap (`ImportReport.missing`). Shapes are all checked before anything is copied.
 
 Files: `.safetensors` (flat) or `.pt`/`.pth`/`.ckpt` read with `torch.load(weights_only=True)`: no pickled code
 runs. Nested dicts are flattened with ".".
@@ -169,11 +169,13 @@ def read_checkpoint(path: str) -> dict[str, torch.Tensor]:
         obj = load_file(path)
     elif path.endswith(_CHECKPOINT_SUFFIXES):
         try:
-            obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
-        except RuntimeError:
-            # mmap needs the zipfile format; old-style files load without it (still weights_only)
-            obj = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as exc:  # the unpickler refused a non-tensor object
+            try:
+                # mmap: a 15 GB checkpoint is paged in tensor by tensor instead of read whole
+                obj = torch.load(path, map_location="cpu", weights_only=True, mmap=True)
+            except RuntimeError:
+                # mmap needs the zipfile format; legacy files load without it (still weights_only)
+                obj = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception as exc:  # e.g. the weights-only unpickler refused a non-tensor object
             raise CogACTImportError(
                 f"{path} could not be read with torch.load(weights_only=True): {exc}. Only plain tensor state dicts "
                 "are accepted; re-save the checkpoint as a state dict or .safetensors."

@@ -27,10 +27,10 @@ used here; run `python -m mole_vla_ros.model.flops` to print the comparison. Our
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from .configuration import MoLeVLAConfig
+from .vit import DINOV2_L14_REG4, SIGLIP_SO400M_14, ViTSpec
 
 STAGES = ("vision", "projector", "router", "llm", "action_head")
 
@@ -50,10 +50,6 @@ _LITE0_STAGES = (
     (6, 3, 1, 192, 320, 1),
 )
 _LITE0_STEM, _LITE0_HEAD = 32, 1280
-
-# timm towers of the dinosiglip backbone: width, depth, mlp hidden, prefix tokens (CLS + registers), patch
-DINO_VIT_L14_REG4 = {"width": 1024, "depth": 24, "mlp": 4096, "prefix": 5, "patch": 14}
-SIGLIP_SO400M_14 = {"width": 1152, "depth": 27, "mlp": 4304, "prefix": 0, "patch": 14}
 
 
 # ---------------------------------------------------------------------------------------------- building blocks
@@ -91,12 +87,12 @@ def vit_block_macs(tokens: int, width: int, mlp_hidden: int) -> int:
     )
 
 
-def vit_macs(image_size: int, tower: dict, blocks_run: int) -> int:
-    """Patch embedding plus `blocks_run` transformer blocks of a timm ViT at `image_size`."""
-    side = image_size // tower["patch"]
-    patches = side * side
-    embed = conv2d_macs(side, side, 3, tower["width"], tower["patch"])
-    return embed + blocks_run * vit_block_macs(patches + tower["prefix"], tower["width"], tower["mlp"])
+def vit_macs(image_size: int, spec: ViTSpec, blocks_run: int) -> int:
+    """Patch embedding plus `blocks_run` transformer blocks of a ViT (vit.ViTSpec) at `image_size`."""
+    side = image_size // spec.patch_size
+    prefix = int(spec.class_token) + spec.reg_tokens
+    embed = conv2d_macs(side, side, 3, spec.embed_dim, spec.patch_size)
+    return embed + blocks_run * vit_block_macs(side * side + prefix, spec.embed_dim, spec.mlp_hidden)
 
 
 def efficientnet_lite0_macs(image_size: int) -> int:
@@ -190,6 +186,10 @@ class FlopsReport:
     def flops(self, stage: str) -> int:
         return self.stages[stage].flops
 
+    def stage_flops(self) -> dict[str, float]:
+        """{stage: FLOPs, ..., "total": FLOPs}: the shape of `PolicyOutput.flops`."""
+        return {name: float(s.flops) for name, s in self.stages.items()} | {"total": float(self.total_flops)}
+
     def as_dict(self) -> dict:
         """JSON-friendly summary (G = 1e9)."""
         return {
@@ -227,10 +227,10 @@ def vision_macs_per_view(config: MoLeVLAConfig) -> tuple[int, str]:
         return conv2d_macs(side, side, 3, vc.feature_dim, vc.patch_size), f"conv {vc.patch_size}px patches"
     if vc.backbone == "efficientnet_lite0":
         return efficientnet_lite0_macs(size), "EfficientNet-Lite0 features"
-    # dinosiglip: timm's get_intermediate_layers(n={depth-2}) stops after the second-to-last block
-    dino = vit_macs(size, DINO_VIT_L14_REG4, DINO_VIT_L14_REG4["depth"] - 1)
-    siglip = vit_macs(size, SIGLIP_SO400M_14, SIGLIP_SO400M_14["depth"] - 1)
-    return dino + siglip, "DINOv2 L/14 (23 blocks) + SigLIP SO400M (26 blocks)"
+    # dinosiglip: the featurizer stops after the second-to-last block of each tower (vit.penultimate_patches)
+    dino = vit_macs(size, DINOV2_L14_REG4, DINOV2_L14_REG4.depth - 1)
+    siglip = vit_macs(size, SIGLIP_SO400M_14, SIGLIP_SO400M_14.depth - 1)
+    return dino + siglip, f"DINOv2 ({DINOV2_L14_REG4.depth - 1} blocks) + SigLIP ({SIGLIP_SO400M_14.depth - 1} blocks)"
 
 
 def estimate(
@@ -377,10 +377,6 @@ def cogact_base_reference(tokens: int = PAPER_TOKENS) -> PaperReference:
     )
 
 
-def _format_gmacs(x: float) -> str:
-    return f"{x:.3g}" if x < 100 else f"{x:.1f}" if math.isfinite(x) else "nan"
-
-
 def main() -> None:
     print(cogact_base_reference().summary())
     for name in ("tiny", "small", "cogact-base"):
@@ -389,7 +385,7 @@ def main() -> None:
         print(f"\n{name}: N={n}, {config.num_visual_tokens} visual tokens + 36 text tokens")
         for k in (n, n // 2):
             report = estimate(config, 36, active_layers=k)
-            print(f"  k={k}: total {_format_gmacs(report.total_macs / 1e9)} GMACs")
+            print(f"  k={k}: total {report.total_macs / 1e9:.4g} GMACs")
             print("    " + report.table().replace("\n", "\n    "))
 
 

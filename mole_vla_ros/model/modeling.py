@@ -187,9 +187,8 @@ class MoLeVLA(nn.Module):
         choice = self.route(inputs, active_layers, skip_mode, generator)
         clock.lap("router")
         gate = choice.gate if (self.training and torch.is_grad_enabled()) else None
-        hidden, calls = self.llm.forward_routed(
-            inputs.embeds, inputs.mask, choice.selected, gate, self.config.router.ste_form
-        )
+        selected = choice.selected_host if choice.selected_host is not None else choice.selected
+        hidden, calls = self.llm.forward_routed(inputs.embeds, inputs.mask, selected, gate, self.config.router.ste_form)
         cognition = hidden[torch.arange(hidden.shape[0], device=hidden.device), inputs.eos_index]
         clock.lap("llm")
         return VLAForwardOutput(hidden, cognition, choice, inputs, calls)

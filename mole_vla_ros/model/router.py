@@ -36,6 +36,7 @@ class RouterChoice:
     balance:  scalar balance loss mean(M * p) (the code's formula), 0 when the router did not pick.
     k:        number of active layers per sample.
     mode:     skip mode used.
+    selected_host: `selected` on the CPU (one device->host copy per forward, reused by the layer loop).
     """
 
     indices: list[tuple[int, ...]]
@@ -45,6 +46,7 @@ class RouterChoice:
     balance: torch.Tensor
     k: int
     mode: str
+    selected_host: torch.Tensor | None = None
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -158,4 +160,5 @@ class STARRouter(nn.Module):
             balance=balance,
             k=k if mode != "full" else n,
             mode=mode,
+            selected_host=sel_cpu,
         )

@@ -40,7 +40,9 @@ def resolve_bag_path(path: str | Path) -> Path:
     metadata.yaml is missing while its data file is present (an unfinished recording)."""
     p = Path(path).expanduser()
     if not p.exists():
-        raise BagNotFoundError(f"bag {str(p)!r} does not exist; pass a rosbag2 directory, an episode directory or a .mcap file")
+        raise BagNotFoundError(
+            f"bag {str(p)!r} does not exist; pass a rosbag2 directory, an episode directory or a .mcap file"
+        )
     if p.is_file():
         if p.name == "metadata.yaml":
             return p.parent
@@ -178,7 +180,8 @@ class InputBag:
             return "  (no topics)"
         width = max(len(t) for t in self.topics)
         return "\n".join(
-            f"  {t.name:<{width}}  {t.msgtype}  ({t.count} msgs)" for t in sorted(self.topics.values(), key=lambda t: t.name)
+            f"  {t.name:<{width}}  {t.msgtype}  ({t.count} msgs)"
+            for t in sorted(self.topics.values(), key=lambda t: t.name)
         )
 
     def close(self) -> None:

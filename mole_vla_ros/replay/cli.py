@@ -1,6 +1,6 @@
 """`mole-vla replay BAG`: run the policy node's core on a recorded bag, without ROS, and report what it would do.
 
-    mole-vla replay models/samples/sim_pick_red --out out/replay
+    mole-vla replay models/samples/sim_pick_seed000000 --out out/replay
     mole-vla replay my_bag/ --checkpoint runs/pick/ckpt --instruction "pick up the red cube" --seed 1
     mole-vla replay bag.mcap --camera scene=/cam_high/color/image_raw --camera wrist=/cam_wrist/color/image_raw
 
@@ -19,7 +19,7 @@ from mole_vla_ros.replay.errors import ReplayError
 log = logging.getLogger(__name__)
 
 # The `make demo` input among models/samples/ (a bag recorded with `mole-vla sim record`).
-DEMO_BAG = "sim_pick_red"
+DEMO_BAG = "sim_pick_seed000000"
 
 
 def execute(opts, policy: Any = None, label: str = "", plots: bool = True, echo: bool = True) -> dict:
@@ -120,12 +120,16 @@ def register(sub) -> None:
         formatter_class=__import__("argparse").RawDescriptionHelpFormatter,
     )
     p.add_argument("bag", help="rosbag2 directory (sqlite3 or MCAP), episode directory, or .mcap file")
-    p.add_argument("--checkpoint", default="", help="checkpoint directory (default: policy.checkpoint, else models/default)")
+    p.add_argument(
+        "--checkpoint", default="", help="checkpoint directory (default: policy.checkpoint, else models/default)"
+    )
     p.add_argument("--instruction", default="", help="task text (default: the bag's instruction topic / episode.json)")
     p.add_argument("--out", default="out/replay", help="output directory for bag/, report.json, report.md, plots/")
     p.add_argument("--params", default=None, help="node parameter file (default: config/mole_vla.yaml)")
     p.add_argument("--seed", type=int, default=None, help="seed of the policy and the runtime (same seed, same result)")
-    p.add_argument("--active-layers", type=int, default=None, help="LLM layers STAR runs per step (default: checkpoint's)")
+    p.add_argument(
+        "--active-layers", type=int, default=None, help="LLM layers STAR runs per step (default: checkpoint's)"
+    )
     p.add_argument("--namespace", default="", help="robot namespace of the bag's topics (e.g. fr3)")
     p.add_argument("--camera", action="append", default=[], metavar="NAME=TOPIC", help="camera topic (repeatable)")
     p.add_argument("--device", default="", help="torch device (default: policy.device of the parameters)")

@@ -1,6 +1,6 @@
 """Offline replay: a recorded bag played through the node's own core on a clock taken from the bag.
 
-    result = run_replay(ReplayOptions(bag="models/samples/sim_pick", out="out/replay"))
+    result = run_replay(ReplayOptions(bag="models/samples/sim_pick_seed000000", out="out/replay"))
 
 What runs is what the live node runs: the same parameters file (`ros.params.load_settings`), the same policy loader
 (`ros.policy_source.load_policy`), the same `PolicyRuntime` (inline executor: inference runs synchronously and its
@@ -129,7 +129,7 @@ class ReplayResult:
 
 
 class _Timer:
-    __slots__ = ("name", "period", "next_t", "order")
+    __slots__ = ("name", "next_t", "order", "period")
 
     def __init__(self, name: str, period: float, start: float, order: int):
         self.name, self.period, self.order = name, period, order
@@ -281,11 +281,11 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
             factory,
             settings.node.markers,
             settings.runtime.frames.ee_frame,
-            node_name=f"/{opts.namespace.strip('/')}/mole_vla_policy".replace("//", "/"),
+            node_name=f"/{plan.namespace.strip('/')}/mole_vla_policy".replace("//", "/"),
             hardware_id=settings.runtime.frames.robot_type,
         )
         io = NodeIO(settings, runtime, outputs)
-        names = output_topics(settings, opts.namespace)
+        names = output_topics(settings, plan.namespace)
         out_dir = Path(opts.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         writer = _open_writer(out_dir / "bag", bag, names, settings, opts) if opts.write_bag else None
@@ -341,7 +341,9 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
         bag.close()
 
 
-def _open_writer(path: Path, bag: InputBag, names: OutputTopics, settings: NodeSettings, opts: ReplayOptions) -> OutputBag:
+def _open_writer(
+    path: Path, bag: InputBag, names: OutputTopics, settings: NodeSettings, opts: ReplayOptions
+) -> OutputBag:
     writer = OutputBag(path, bag.typestore)
     for conn in bag.connections:
         writer.copy_connection(conn)
@@ -436,11 +438,12 @@ class _Loop:
         n_model = len(self.timed.durations_s)
         tick = self.io.control_tick(now)
         model_s = sum(self.timed.durations_s[n_model:])
+        control_s = time.perf_counter() - t0 - model_s
         self.wall["model"] += model_s
-        self.wall["runtime_and_messages"] += time.perf_counter() - t0 - model_s
+        self.wall["control"] += control_s
+        self.stage_ms["step"].append(control_s * 1e3)
         step = tick.step
         self.last_diag = step.diagnostics
-        self.stage_ms["step"].append((time.perf_counter() - t0 - model_s) * 1e3)
         if step.preview is not None:
             self.command_stamps.append(step.preview.stamp)
             self.command_positions.append(step.preview.pose.position)
@@ -464,12 +467,16 @@ class _Loop:
                 log.info("runtime enabled at bag time %.3f s", now)
 
     def _on_diagnostics(self, now: float) -> None:
+        t0 = time.perf_counter()
         msg = self.io.diagnostics_tick()
+        self.wall["diagnostics"] += time.perf_counter() - t0
         if msg is not None:
             self._emit("diagnostics", msg, now)
 
     def _on_visualization(self, now: float) -> None:
+        t0 = time.perf_counter()
         msg = self.io.visualization_tick(now)
+        self.wall["markers"] += time.perf_counter() - t0
         if msg is not None:
             self._emit("markers", msg, now)
 
@@ -502,7 +509,9 @@ class _Loop:
                     self._tf_hits += 1
                     if self.io.on_transform(tf):
                         r, q = tf.transform.translation, tf.transform.rotation
-                        self.motion.add_ee(conv.header_seconds(tf), np.array([r.x, r.y, r.z]), np.array([q.x, q.y, q.z, q.w]))
+                        self.motion.add_ee(
+                            conv.header_seconds(tf), np.array([r.x, r.y, r.z]), np.array([q.x, q.y, q.z, q.w])
+                        )
         if topic == plan.robot_state:
             self.io.on_robot_state(msg)
         if topic == plan.instruction:

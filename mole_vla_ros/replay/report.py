@@ -25,7 +25,6 @@ def build_report(result: ReplayResult, model_label: str = "") -> dict[str, Any]:
     model = wall.get("model", 0.0)
     steps = result.control_steps
     scores = score_chunks(result.chunks, result.motion)
-    diag = result.diagnostics
     speed = {
         "control_steps": steps,
         "loop_wall_s": loop,
@@ -158,21 +157,31 @@ def format_text(report: dict) -> str:
     lines = []
     if m.get("label"):
         lines += [f"!!! {m['label']}", ""]
-    lines.append(f"bag      {report['bag']['path']}  ({report['bag']['storage']}, {report['bag']['duration_s']:.2f} s, "
-                 f"{report['bag']['messages']} msgs, metadata v{report['bag']['metadata_version']})")
-    lines.append(f"model    {m.get('checkpoint')}  preset={m.get('preset', '?')} layers k={m.get('active_layers', '?')}"
-                 f"/{m.get('num_layers', '?')} skip={m.get('skip_mode', '?')} cameras={m['camera_names']}")
-    lines.append(f"task     {r['instruction']!r} (from {r['instruction_source']})  seed={r['seed']}  "
-                 f"dry_run={r['dry_run']}  latency={r['latency_mode']}")
+    lines.append(
+        f"bag      {report['bag']['path']}  ({report['bag']['storage']}, {report['bag']['duration_s']:.2f} s, "
+        f"{report['bag']['messages']} msgs, metadata v{report['bag']['metadata_version']})"
+    )
+    lines.append(
+        f"model    {m.get('checkpoint')}  preset={m.get('preset', '?')} layers k={m.get('active_layers', '?')}"
+        f"/{m.get('num_layers', '?')} skip={m.get('skip_mode', '?')} cameras={m['camera_names']}"
+    )
+    lines.append(
+        f"task     {r['instruction']!r} (from {r['instruction_source']})  seed={r['seed']}  "
+        f"dry_run={r['dry_run']}  latency={r['latency_mode']}"
+    )
     for a in r["adaptations"]:
         lines.append(f"adapted  {a}")
     lines.append("")
     lines.append(f"{'control steps':<26}{sp['control_steps']}")
     lines.append(f"{'chunks predicted':<26}{report['counts']['chunks']}")
     lines.append(f"{'gripper commands':<26}{len(report['counts']['gripper_commands'])}")
-    lines.append(f"{'steps per second':<26}{_f(sp['steps_per_s'], '.1f')}  (real-time x{_f(sp['realtime_factor'], '.2f')})")
+    lines.append(
+        f"{'steps per second':<26}{_f(sp['steps_per_s'], '.1f')}  (real-time x{_f(sp['realtime_factor'], '.2f')})"
+    )
     share = sp["outside_model_share"]
-    lines.append(f"{'time outside the model':<26}{_f(None if share is None else share * 100, '.1f')} % of the replay loop")
+    lines.append(
+        f"{'time outside the model':<26}{_f(None if share is None else share * 100, '.1f')} % of the replay loop"
+    )
     lines.append("")
     lat = report["latency_ms"]
     if lat:
@@ -193,8 +202,10 @@ def format_text(report: dict) -> str:
         lines.append("prediction error: not scored (the bag holds no EE pose to compare with)")
         lines.append("")
     if lay:
-        lines.append(f"STAR layer usage over {report['counts']['chunks']} chunks (k per step: {lay['layers_per_step']}, "
-                     f"{lay['distinct_choices']} distinct choices)")
+        lines.append(
+            f"STAR layer usage over {report['counts']['chunks']} chunks (k per step: {lay['layers_per_step']}, "
+            f"{lay['distinct_choices']} distinct choices)"
+        )
         top = max(lay["histogram"]) or 1
         for i, n in enumerate(lay["histogram"]):
             lines.append(f"  layer {i:>2} {'#' * round(20 * n / top):<20} {n}")
@@ -208,7 +219,7 @@ def format_text(report: dict) -> str:
     out = report["outputs"]
     if out.get("bag"):
         lines.append(f"output    {out['bag']}  ({sum(report['counts']['output_messages'].values())} messages)")
-    for name, path in out.get("plots", {}).items():
+    for path in out.get("plots", {}).values():
         lines.append(f"plot      {path}")
     for name in ("json", "markdown"):
         if out.get(name):
@@ -229,7 +240,9 @@ def format_markdown(report: dict) -> str:
     if plots:
         lines += ["## Plots", ""]
         for name, path in plots.items():
-            lines.append(f"![{name}]({Path(path).name if Path(path).parent.name != 'plots' else 'plots/' + Path(path).name})")
+            lines.append(
+                f"![{name}]({Path(path).name if Path(path).parent.name != 'plots' else 'plots/' + Path(path).name})"
+            )
         lines.append("")
     lines += ["## Wall time by phase (s)", "", "| phase | seconds |", "|---|---|"]
     for phase, s in report["speed"]["wall_s_by_phase"].items():

@@ -7,7 +7,7 @@ coloured square whose position follows the end effector, so they change over tim
 kinematically consistent with the EE pose (the replay does not need them to be).
 
 Every knob needed to produce the bags replay must handle or reject: storage (mcap / sqlite3), metadata version
-(Jazzy 8, or Humble 5 by rewriting metadata.yaml the way Humble writes it), image encoding (rgb8, bgr8, mono8,
+(Jazzy 8 or 9, or Humble 5 by rewriting metadata.yaml the way Humble writes it), image encoding (rgb8, bgr8, mono8,
 jpeg CompressedImage, or an unsupported one such as 16UC1), topics left out, a robot namespace.
 """
 
@@ -35,18 +35,20 @@ class SyntheticBagSpec:
     image_size: int = 64
     encoding: str = "rgb8"  # rgb8 | bgr8 | mono8 | jpeg (CompressedImage) | any other string: written as-is
     storage: str = "mcap"  # mcap | sqlite3
-    metadata: str = "jazzy"  # jazzy (version 8) | humble (version 5)
+    metadata: str = "jazzy"  # jazzy (version 8) | jazzy9 (version 9, Jazzy's newest) | humble (version 5)
     instruction: str = "pick up the red cube"
     namespace: str = ""
-    omit_topics: tuple[str, ...] = ()  # relative topic names to leave out, e.g. ("franka_robot_state_broadcaster/current_pose",)
+    omit_topics: tuple[
+        str, ...
+    ] = ()  # relative topic names to leave out, e.g. ("franka_robot_state_broadcaster/current_pose",)
     robot_type: str = "fr3"
     start_s: float = 1700000000.0  # bag/header time of the first message (wall-clock-like, as a real recording)
 
     def __post_init__(self):
         if self.storage not in ("mcap", "sqlite3"):
             raise ValueError(f"storage must be 'mcap' or 'sqlite3', got {self.storage!r}")
-        if self.metadata not in ("jazzy", "humble"):
-            raise ValueError(f"metadata must be 'jazzy' or 'humble', got {self.metadata!r}")
+        if self.metadata not in ("jazzy", "jazzy9", "humble"):
+            raise ValueError(f"metadata must be 'jazzy', 'jazzy9' or 'humble', got {self.metadata!r}")
         if not (self.duration_s > 0 and self.camera_hz > 0 and self.state_hz > 0 and self.image_size >= 8):
             raise ValueError(
                 f"duration_s, camera_hz, state_hz must be > 0 and image_size >= 8, got {self.duration_s}, "
@@ -98,9 +100,9 @@ def write_synthetic_bag(path: str | Path, spec: SyntheticBagSpec | None = None, 
 
     from mole_vla_ros.data.episode import QosSpec
     from mole_vla_ros.data.typestore import get_typestore
-    from mole_vla_ros.ros.conversions import pose_stamped_msg, rgb_to_image_msg
-    from mole_vla_ros.ros.messages import RosbagsMessages
     from mole_vla_ros.interfaces import Pose
+    from mole_vla_ros.ros.conversions import pose_stamped_msg
+    from mole_vla_ros.ros.messages import RosbagsMessages
 
     spec = spec or SyntheticBagSpec()
     if overrides:
@@ -129,7 +131,7 @@ def write_synthetic_bag(path: str | Path, spec: SyntheticBagSpec | None = None, 
         topics.pop(rel, None)
 
     plugin = StoragePlugin.MCAP if spec.storage == "mcap" else StoragePlugin.SQLITE3
-    writer = Writer(path, version=8, storage_plugin=plugin)
+    writer = Writer(path, version=9 if spec.metadata == "jazzy9" else 8, storage_plugin=plugin)
     writer.open()
     conns = {
         rel: writer.add_connection(name(rel), t, typestore=ts, offered_qos_profiles=[q.to_rosbags()])
@@ -204,7 +206,9 @@ def _image_msg(f, img: np.ndarray, stamp: float, frame_id: str, encoding: str):
         ok, buf = cv2.imencode(".jpg", img[:, :, ::-1])
         if not ok:
             raise RuntimeError("OpenCV could not JPEG-encode a synthetic image")
-        return f.make("sensor_msgs/msg/CompressedImage", header=f.header(stamp, frame_id), format="jpeg", data=buf.reshape(-1))
+        return f.make(
+            "sensor_msgs/msg/CompressedImage", header=f.header(stamp, frame_id), format="jpeg", data=buf.reshape(-1)
+        )
     # an encoding the node does not support: 16-bit depth-like data with the right size fields
     h, w = img.shape[:2]
     return f.make(

@@ -2,9 +2,9 @@
 
 The node's topic parameters (`topics.*` in config/mole_vla.yaml) are relative names, resolved in the node's
 namespace. A bag stores absolute names, possibly under a robot namespace (`/fr3/joint_states`). `plan_inputs`
-resolves each parameter the way ROS would (`/<namespace>/<name>`), and when that exact topic is absent, accepts the
-one bag topic that ends with `/<name>` (a bag recorded under a namespace nobody told us about). Ambiguity, absence
-or a wrong message type is an error that lists what the bag has.
+resolves each parameter the way ROS would (`/<namespace>/<name>`). Without --namespace, when the node's topics are
+not at the root of the bag, it looks for the one namespace under which all of them exist (`detect_namespace`).
+Ambiguity, absence or a wrong message type is an error that lists what the bag has.
 
 Outputs keep the node's names (`~/predicted_path` -> `/<ns>/mole_vla_policy/predicted_path`), except the command
 streams: they go under `/replay/...`, so `ros2 bag play` of a replay next to a real robot can never move it.
@@ -61,6 +61,7 @@ class InputPlan:
     instruction: str | None
     # not node inputs: what the demonstrator commanded, used to score the gripper predictions
     teleop_gripper: str | None = None
+    namespace: str = ""
     notes: list[str] = field(default_factory=list)
 
     def dispatch_topics(self) -> set[str]:
@@ -82,20 +83,7 @@ class _Resolver:
         if not name:
             return None
         exact = absolute(name, self.namespace)
-        if exact in self.bag.topics:
-            return exact
-        if name.startswith("/"):
-            return None
-        suffix = "/" + name.strip("/")
-        hits = sorted(t for t in self.bag.topics if t.endswith(suffix))
-        if len(hits) == 1:
-            self.notes.append(f"{name!r} resolved to {hits[0]!r} (namespace taken from the bag)")
-            return hits[0]
-        if len(hits) > 1:
-            raise MissingTopicsError(
-                f"topic {name!r} matches several bag topics {hits}; pass --namespace to choose the robot namespace"
-            )
-        return None
+        return exact if exact in self.bag.topics else None
 
     def check_type(self, topic: str | None, expected: tuple[str, ...], what: str) -> None:
         if topic is None:
@@ -108,11 +96,43 @@ class _Resolver:
             )
 
 
+def _required_names(settings: NodeSettings) -> list[str]:
+    topics, rt = settings.node.topics, settings.runtime
+    suffix = "/compressed" if topics.camera_transport == "compressed" else ""
+    names = [f"{t}{suffix}" for t in topics.cameras]
+    if rt.observation.ee_pose_source == "topic" and topics.ee_pose:
+        names.append(topics.ee_pose)
+    names.append(topics.joint_states)
+    return [n for n in names if n and not n.startswith("/")]
+
+
+def detect_namespace(bag: InputBag, names: list[str]) -> str | None:
+    """The one namespace N such that /N/<name> is in the bag for every name found at all; None if none or several."""
+    common: set[str] | None = None
+    for name in names:
+        suffix = "/" + name.strip("/")
+        prefixes = {t[: -len(suffix)] for t in bag.topics if t.endswith(suffix) and len(t) > len(suffix)}
+        if not prefixes:
+            continue
+        common = prefixes if common is None else common & prefixes
+    if not common or len(common) != 1:
+        return None
+    return common.pop().strip("/")
+
+
 def plan_inputs(bag: InputBag, settings: NodeSettings, namespace: str = "") -> InputPlan:
     """Resolve every input the node subscribes to against the bag. Raises MissingTopicsError for a needed topic
     that is absent (listing the bag's topics) and UnknownMessageTypeError for a topic of the wrong type."""
     topics, rt = settings.node.topics, settings.runtime
+    notes: list[str] = []
+    required = _required_names(settings)
+    if not namespace and not all(absolute(n) in bag.topics for n in required):
+        found = detect_namespace(bag, required)
+        if found:
+            namespace = found
+            notes.append(f"namespace {found!r} taken from the bag (its topics live under /{found}/)")
     r = _Resolver(bag, namespace)
+    r.notes.extend(notes)
     compressed = topics.camera_transport == "compressed"
     missing: list[str] = []
 
@@ -142,7 +162,11 @@ def plan_inputs(bag: InputBag, settings: NodeSettings, namespace: str = "") -> I
     joint_states = r.find(topics.joint_states)
     needs_joints = rt.observation.ee_pose_source == "fk" or rt.output_mode == "joint_trajectory"
     if joint_states is None and needs_joints:
-        why = "observation.ee_pose_source is fk" if rt.observation.ee_pose_source == "fk" else "output_mode joint_trajectory"
+        why = (
+            "observation.ee_pose_source is fk"
+            if rt.observation.ee_pose_source == "fk"
+            else "output_mode joint_trajectory"
+        )
         missing.append(f"joint states ({why}): {absolute(topics.joint_states, namespace)} ({JOINT_STATE})")
     r.check_type(joint_states, (JOINT_STATE,), "joint state")
 
@@ -173,6 +197,7 @@ def plan_inputs(bag: InputBag, settings: NodeSettings, namespace: str = "") -> I
         robot_state=robot_state,
         instruction=instruction,
         teleop_gripper=teleop,
+        namespace=namespace,
         notes=r.notes,
     )
 
@@ -193,7 +218,10 @@ def output_topics(settings: NodeSettings, namespace: str = "") -> OutputTopics:
     out = {key: (private(name, namespace), OUTPUT_TYPES[key]) for key, name in OUTPUT_TOPICS.items()}
     out["diagnostics"] = (DIAGNOSTICS_TOPIC, "diagnostic_msgs/msg/DiagnosticArray")
     out["pose_command"] = (REPLAY_PREFIX + absolute(t.pose_command, namespace), OUTPUT_TYPES["pose_command"])
-    out["joint_trajectory"] = (REPLAY_PREFIX + absolute(t.joint_trajectory, namespace), OUTPUT_TYPES["joint_trajectory"])
+    out["joint_trajectory"] = (
+        REPLAY_PREFIX + absolute(t.joint_trajectory, namespace),
+        OUTPUT_TYPES["joint_trajectory"],
+    )
     gripper_ns = absolute(t.gripper_actions or "franka_gripper", namespace)
     out["gripper/move"] = (f"{REPLAY_PREFIX}{gripper_ns}/move/goal", "franka_msgs/action/Move_Goal")
     out["gripper/grasp"] = (f"{REPLAY_PREFIX}{gripper_ns}/grasp/goal", "franka_msgs/action/Grasp_Goal")

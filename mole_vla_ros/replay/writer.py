@@ -24,7 +24,9 @@ BAG_VERSION = 8
 def _qos(reliable: bool = True, transient_local: bool = False, depth: int = 10):
     from mole_vla_ros.data.episode import QosSpec
 
-    return QosSpec("reliable" if reliable else "best_effort", "transient_local" if transient_local else "volatile", depth)
+    return QosSpec(
+        "reliable" if reliable else "best_effort", "transient_local" if transient_local else "volatile", depth
+    )
 
 
 class OutputBag:

@@ -111,9 +111,9 @@ class OutputBuilder:
             ),
             "predicted_path": conv.chunk_path_msg(f, poses, stamps, chunk.obs_stamp, chunk.frame_id),
         }
-        probs = getattr(chunk, "layer_probs", None)
+        probs = chunk.layer_probs
         if probs is None:
-            # without router probabilities, mark the chosen layers 1 and the rest 0 (still k-of-N at a glance)
+            # a policy without router probabilities: mark the chosen layers 1 and the rest 0 (still k-of-N at a glance)
             probs = np.zeros(chunk.num_layers, dtype=np.float32)
             probs[list(chunk.layer_indices)] = 1.0
         out["layers"], out["layer_probs"] = conv.layer_choice_msgs(f, chunk.layer_indices, probs)

@@ -38,6 +38,8 @@ import time
 from collections import Counter
 from typing import Any
 
+import numpy as np
+
 from mole_vla_ros.robot.franka import describe
 from mole_vla_ros.ros import conversions as conv
 from mole_vla_ros.ros.params import NODE_NAME, NodeSettings, parameter_specs, settings_from_flat
@@ -244,6 +246,17 @@ class PolicyNodeShell:
                 )
             )
         self.tf_buffer = None
+        self.tf_check = "off"  # one-time EE pose topic vs TF comparison: off | pending | ok | MISMATCH ... | no TF
+        if cfg.observation.ee_pose_source == "topic" and topics.ee_pose:
+            try:
+                from tf2_ros import Buffer, TransformListener
+            except ImportError:
+                self.log.warn("tf2_ros is not available: the EE pose topic is not cross-checked against TF")
+            else:
+                self.tf_buffer = Buffer()
+                self.tf_listener = TransformListener(self.tf_buffer, self.node)
+                self.tf_check = "pending"
+                self._tf_check_attempts = 0
         if cfg.observation.ee_pose_source == "fk":
             pass  # the core computes the EE pose from the joint states (forward kinematics)
         elif topics.ee_pose:
@@ -295,7 +308,7 @@ class PolicyNodeShell:
             self.node.create_timer(ncfg.diagnostics_period_s, self._on_diagnostics_tick),
             self.node.create_timer(1.0 / ncfg.visualization_rate_hz, self._on_visualization_tick),
         ]
-        if self.tf_buffer is not None:
+        if self.tf_buffer is not None and not self.settings.node.topics.ee_pose:
             self.timers.append(self.node.create_timer(1.0 / cfg.observation.camera_rate_hz, self._on_tf_tick))
 
     # -- inputs: convert and hand to the core ---------------------------------------------------------------------
@@ -347,6 +360,35 @@ class PolicyNodeShell:
             self.runtime.on_ee_pose(sample)
         except ValueError as exc:
             self._reject_input("ee_pose", exc)
+            return
+        if self.tf_check == "pending":
+            self._check_pose_against_tf(sample)
+
+    def _check_pose_against_tf(self, sample: Any) -> None:
+        """Compare one pose-topic sample with TF base_frame -> ee_frame (spec: check current_pose against TF once)."""
+        from rclpy.time import Time
+
+        frames = self.settings.runtime.frames
+        try:
+            tf = self.tf_buffer.lookup_transform(frames.base_frame, frames.ee_frame, Time())
+        except Exception:  # TF not there yet (robot_state_publisher starting); give up after a while
+            self._tf_check_attempts += 1
+            if self._tf_check_attempts >= 2000:  # ~2 s of a 1 kHz pose topic
+                self.tf_check = f"no TF {frames.base_frame} -> {frames.ee_frame}"
+                self.log.warn(f"EE pose not cross-checked: {self.tf_check}")
+            return
+        dist, angle = conv.pose_difference(sample.pose, conv.transform_to_sample(tf).pose)
+        tol_m, tol_rad = self.settings.node.tf_check_tolerance
+        if dist > tol_m or angle > tol_rad:
+            self.tf_check = f"MISMATCH {dist * 100:.1f} cm / {np.degrees(angle):.1f} deg"
+            self.log.error(
+                f"the EE pose topic differs from TF {frames.base_frame} -> {frames.ee_frame} by {dist * 100:.1f} cm "
+                f"and {np.degrees(angle):.1f} deg: frames.ee_frame probably names another link than the pose topic "
+                "(flange vs hand TCP?) or the base frames differ; predictions would be offset by that much"
+            )
+        else:
+            self.tf_check = "ok"
+            self.log.info(f"EE pose topic agrees with TF within {dist * 1000:.1f} mm / {np.degrees(angle):.2f} deg")
 
     def _on_tf_tick(self) -> None:
         from rclpy.time import Time
@@ -414,7 +456,12 @@ class PolicyNodeShell:
         future.add_done_callback(lambda f, k=kind: self._on_gripper_goal_response(k, f))
 
     def _on_gripper_goal_response(self, kind: str, future: Any) -> None:
-        handle = future.result()
+        try:
+            handle = future.result()
+        except Exception as exc:  # the goal request itself failed (server gone mid-call)
+            self.gripper_events[f"failed/{kind}"] += 1
+            self.log.warn(f"gripper {kind} goal could not be sent: {exc}")
+            return
         if handle is None or not handle.accepted:
             self.gripper_events[f"rejected/{kind}"] += 1
             self.log.warn(f"gripper {kind} goal was rejected")
@@ -422,7 +469,8 @@ class PolicyNodeShell:
     def _on_diagnostics_tick(self) -> None:
         if self._last_diagnostics is None:
             return
-        extra = {f"input_errors.{k}": v for k, v in self.input_errors.items()}
+        extra = {"tf_check": self.tf_check}
+        extra.update({f"input_errors.{k}": v for k, v in self.input_errors.items()})
         extra.update({f"gripper.{k}": v for k, v in self.gripper_events.items()})
         self.pub["diagnostics"].publish(self.outputs.diagnostics(self._last_diagnostics, extra))
 
@@ -492,12 +540,7 @@ class PolicyNodeShell:
         return SetParametersResult(successful=True)
 
     def _set_active_layers(self, k: int) -> None:
-        setter = getattr(self.runtime, "set_active_layers", None)
-        if setter is not None:
-            setter(k or None)
-        else:  # the policy reads its own attribute on every inference
-            default = getattr(self.policy, "default_active_layers", None) or self.policy.active_layers
-            self.policy.active_layers = k or default
+        self.runtime.set_active_layers(k or None)  # 0 = the checkpoint's default k
         self.log.info(f"active layers: {k or 'checkpoint default'}")
 
     def shutdown(self) -> None:

@@ -82,7 +82,7 @@ def build_node(config_file: str | None = None, **overrides):
                 cls = _message_class(spec.msgtype)
                 # default args bind the topic per subscription; raw=True hands us the CDR bytes untouched
                 self.create_subscription(
-                    cls, name, lambda data, topic=name: self.core.on_message(topic, data), _qos(spec), raw=True
+                    cls, name, lambda data, topic=name: self.core.on_message(topic, data), _qos(spec.qos), raw=True
                 )
                 self.get_logger().info(f"recording {name} [{spec.msgtype}] qos={spec.qos.reliability}")
 

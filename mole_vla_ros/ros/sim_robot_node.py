@@ -9,7 +9,8 @@ Published (relative to the node's namespace):
     franka_robot_state_broadcaster/current_pose    geometry_msgs/PoseStamped fr3_hand_tcp in fr3_link0 (best effort)
     franka_gripper/joint_states                    sensor_msgs/JointState   fingers, each = width / 2
     camera/<name>/image_raw, camera/<name>/camera_info   rgb8 images (sensor-data QoS) + intrinsics
-    /tf_static                                     camera optical frames (latched)
+    /tf_static                                     camera optical frames, fr3_hand_tcp (latched)
+    /tf                                            fr3_link0 -> fr3_hand (publish_tf; off with robot_state_publisher)
     mole_vla/instruction                           std_msgs/String, the episode's instruction (latched)
     /clock                                         sim time (run the other nodes with use_sim_time:=true)
     ~/status                                       std_msgs/String JSON: episode, instruction, success, counters
@@ -37,6 +38,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "realtime_factor": (1.0, "sim seconds per wall second; the sim never runs faster than this"),
     "auto_reset": (True, "start the next episode after success (plus 1 s) or after the task's time limit"),
     "publish_clock": (True, "publish /clock from sim time (other nodes then run with use_sim_time:=true)"),
+    "publish_tf": (True, "publish /tf fr3_link0 -> fr3_hand (false when robot_state_publisher runs)"),
 }
 
 
@@ -67,7 +69,9 @@ def main(args=None) -> None:
                 render=bool(p["cameras"]),
             )
             self.factory = RclpyMessages()
-            self.bridge = SimRobotBridge(TabletopSim(config, p["task"]), self.factory, seed=int(p["seed"]))
+            self.bridge = SimRobotBridge(
+                TabletopSim(config, p["task"]), self.factory, seed=int(p["seed"]), publish_tf=bool(p["publish_tf"])
+            )
             self.auto_reset = bool(p["auto_reset"])
             self.publish_clock = bool(p["publish_clock"])
             self._success_since: float | None = None
@@ -90,6 +94,7 @@ def main(args=None) -> None:
                 "/tf_static": self.create_publisher(
                     cls("tf2_msgs/msg/TFMessage"), "/tf_static", profile("instruction")
                 ),
+                "/tf": self.create_publisher(cls("tf2_msgs/msg/TFMessage"), "/tf", 100),
             }
             for cam in config.cameras:
                 self.pubs[Topics.camera_image(cam)] = self.create_publisher(

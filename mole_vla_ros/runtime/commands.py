@@ -75,6 +75,7 @@ class ChunkPrediction:
     num_layers: int
     latency_s: float
     timings_ms: Mapping[str, float] = field(default_factory=dict)
+    layer_probs: np.ndarray | None = None  # STAR router probability per layer [num_layers] (None = not reported)
 
 
 @dataclass(frozen=True)

@@ -46,9 +46,9 @@ def _vec3(owner: str, name: str, value, positive: bool = True) -> tuple[float, f
 class FramesConfig:
     """Frame names. Empty means the franka_description default of `robot_type` (fr3_link0 / fr3_hand_tcp)."""
 
-    robot_type: str = "fr3"
-    base_frame: str = ""
-    ee_frame: str = ""
+    robot_type: str = "fr3"  # "fr3" or "panda": joint names, limits and default frames
+    base_frame: str = ""  # frame of every pose and action ("" = <robot_type>_link0)
+    ee_frame: str = ""  # the controlled end-effector frame ("" = <robot_type>_hand_tcp)
 
     def __post_init__(self):
         if self.robot_type not in ROBOT_TYPES:
@@ -70,6 +70,7 @@ class FramesConfig:
 class ObservationConfig:
     """How camera frames, joint states and EE poses are paired into one policy observation (by header stamps)."""
 
+    # cameras the runtime synchronises (must include every camera the policy was trained with)
     camera_names: tuple[str, ...] = ("front",)
     # |stamp(state) - stamp(camera)| and the spread between cameras must stay below this to form an observation
     sync_tolerance_s: float = 0.05
@@ -79,7 +80,7 @@ class ObservationConfig:
     buffer_size: int = 30
     # where the EE pose comes from: the robot's pose topic or forward kinematics of the joint states
     ee_pose_source: str = "topic"
-    # a camera whose frame gap exceeds this many nominal periods counts the missing frames as drops
+    # nominal camera rate: a frame gap longer than 1.5 periods counts the missing frames as drops
     camera_rate_hz: float = 30.0
 
     def __post_init__(self):
@@ -101,9 +102,9 @@ class ObservationConfig:
 class EnsembleConfig:
     """CogACT adaptive action ensemble: w_i ~ exp(alpha * cos(a_i, a_latest)) over the last `horizon` chunks."""
 
-    enabled: bool = False
-    alpha: float = 0.1
-    horizon: int = 2
+    enabled: bool = False  # average overlapping chunks (off = the newest chunk alone)
+    alpha: float = 0.1  # CogACT adaptive_ensemble_alpha: > 0 favours predictions similar to the newest one
+    horizon: int = 2  # chunks averaged (CogACT: 2 Google robot, 7 WidowX)
 
     def __post_init__(self):
         if not isinstance(self.horizon, int) or self.horizon < 1:
@@ -129,10 +130,11 @@ class SchedulingConfig:
     max_latency_s: float = 1.0
     # inline executor only: "measured" = real compute time, "simulated" = `simulated_latency_s` (deterministic)
     latency_mode: str = "simulated"
+    # inline executor with latency_mode "simulated": a chunk becomes available this long after its request
     simulated_latency_s: float = 0.1
     # seed of the first inference; request i gets seed + i, so replays with the same seed are identical
     seed: int = 0
-    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+    ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)  # CogACT adaptive action ensemble
 
     def __post_init__(self):
         if not isinstance(self.execute_horizon, int) or self.execute_horizon < 0:
@@ -153,15 +155,15 @@ class SchedulingConfig:
 class TrajectoryConfig:
     """The smoothed EE trajectory: command rate and per-axis limits, kept below the hardware numbers."""
 
-    command_rate_hz: float = 100.0
+    command_rate_hz: float = 100.0  # samples per second of the commanded EE trajectory (call step() this often)
     max_lin_vel: tuple[float, float, float] = (0.3, 0.3, 0.3)  # m/s per base axis
     max_lin_acc: tuple[float, float, float] = (1.5, 1.5, 1.5)  # m/s^2
     max_rot_vel: tuple[float, float, float] = (0.6, 0.6, 0.6)  # rad/s per rotation-vector axis
     max_rot_acc: tuple[float, float, float] = (4.0, 4.0, 4.0)  # rad/s^2
-    # joint_trajectory output: how far ahead each JointTrajectory message reaches, and its point spacing (a new
-    # message goes out every joint_point_dt; JTC interpolates cubically between points from positions+velocities)
+    # joint_trajectory output: seconds of trajectory in each JointTrajectory message (JTC interpolates cubically
+    # between its points from positions + velocities)
     joint_horizon_s: float = 0.2
-    joint_point_dt: float = 0.04
+    joint_point_dt: float = 0.04  # s between the message's points, and between messages
 
     def __post_init__(self):
         _positive("trajectory", "command_rate_hz", self.command_rate_hz)
@@ -200,17 +202,17 @@ class GripperConfig:
 
     # value <= close_threshold means "close", >= open_threshold means "open"; in between keeps the state (hysteresis)
     close_threshold: float = 0.4
-    open_threshold: float = 0.6
+    open_threshold: float = 0.6  # policy value at or above this means open
     # consecutive scheduled values past a threshold needed before the state flips
     debounce_count: int = 2
     # no two commands closer than this (a Franka hand move/grasp takes ~0.5-1 s and blocks the action server)
     min_interval_s: float = 0.5
     open_width: float = 0.08  # m, both fingers
     close_mode: str = "grasp"  # "grasp" (force-hold an object) or "move" (position-only close)
-    close_width: float = 0.0
+    close_width: float = 0.0  # m: target width of a close (grasp: nominal object width)
     speed: float = 0.1  # m/s
     force: float = 20.0  # N (grasp)
-    epsilon_inner: float = 0.005
+    epsilon_inner: float = 0.005  # m: grasp succeeds down to close_width - epsilon_inner
     epsilon_outer: float = 0.08  # wide: a grasp on any object width between close_width and open_width succeeds
 
     def __post_init__(self):
@@ -240,12 +242,12 @@ class GripperConfig:
 class SafetyConfig:
     """The layer every command passes through. Dry run (compute and report, command nothing) is the default."""
 
-    dry_run: bool = True
+    dry_run: bool = True  # compute and publish previews, command nothing (set false to move the robot)
     workspace_min: tuple[float, float, float] = (0.2, -0.5, 0.02)  # m, in the base frame
-    workspace_max: tuple[float, float, float] = (0.8, 0.5, 0.8)
+    workspace_max: tuple[float, float, float] = (0.8, 0.5, 0.8)  # m, in the base frame
     # largest change between two consecutive commanded samples (beyond what the trajectory limits allow = a bug)
     max_step_m: float = 0.01
-    max_step_rad: float = 0.05
+    max_step_rad: float = 0.05  # rad, the same check for orientation
     # no fresh observation for this long while enabled -> hold the last commanded pose and count
     watchdog_timeout_s: float = 0.5
     # robot modes (FrankaRobotState.robot_mode) that disable the runtime until `enable()` is called again
@@ -274,12 +276,12 @@ class SafetyConfig:
 class IKConfig:
     """Numerical IK (damped least squares) used by the joint_trajectory output."""
 
-    damping: float = 0.05
-    max_iterations: int = 60
+    damping: float = 0.05  # damped least squares factor, applied near singularities only
+    max_iterations: int = 60  # Newton iterations before a pose is reported unreachable
     position_tolerance: float = 1e-4  # m
     rotation_tolerance: float = 1e-3  # rad
     # stay this far inside the joint position limits
-    joint_limit_margin: float = 0.05  # rad
+    joint_limit_margin: float = 0.05
     # fraction of the hardware joint velocity limits a trajectory may use
     velocity_fraction: float = 0.5
     # pull toward the current configuration in the nullspace (keeps the elbow where it is)
@@ -308,9 +310,10 @@ class RuntimeConfig:
     gripper: GripperConfig = field(default_factory=GripperConfig)
     safety: SafetyConfig = field(default_factory=SafetyConfig)
     ik: IKConfig = field(default_factory=IKConfig)
+    # "pose": target pose stream (Cartesian impedance); "joint_trajectory": IK -> JointTrajectory for JTC
     output_mode: str = "pose"
-    action_space: str = ""
-    instruction: str = ""
+    action_space: str = ""  # name in runtime/action_space.py; "" = the checkpoint's own (a mismatch is an error)
+    instruction: str = ""  # language instruction until one arrives on the instruction topic
 
     def __post_init__(self):
         for f in dataclasses.fields(self):

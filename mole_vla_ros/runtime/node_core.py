@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import logging
 import statistics
+import threading
 import time
 from collections import Counter, deque
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -178,9 +179,13 @@ class PolicyRuntime:
         self._was_actuating = False
         self._q_cmd: np.ndarray | None = None  # last commanded joint positions (joint_trajectory mode)
         self._last_joint_cmd: JointTrajectoryCommand | None = None
+        self._future: deque[TrackerState] = deque()  # precomputed tracker samples (joint_trajectory mode)
+        self._future_key: tuple | None = None
+        self._ik_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # sample stamp (us) -> (q, qd)
         self._gripper_key: tuple[int, int] | None = None
         self._chunk_id = 0
         self.counters: Counter[str] = Counter()
+        self._lock = threading.RLock()
         self._latency: dict[str, deque] = {}
         self._last_output: PolicyOutput | None = None
         self._command_times: deque = deque(maxlen=50)
@@ -188,28 +193,35 @@ class PolicyRuntime:
 
     # ------------------------------------------------------------------------------------------------------------
     # inputs
+    # Inputs may arrive on any thread (a multi-threaded ROS executor); one lock serialises them with step().
     def on_camera(self, frame: CameraFrame) -> None:
-        self.sync.add_camera(frame)
+        with self._lock:
+            self.sync.add_camera(frame)
 
     def on_joint_state(self, sample: JointStateSample) -> None:
-        self.sync.add_joint_state(sample)
+        with self._lock:
+            self.sync.add_joint_state(sample)
 
     def on_ee_pose(self, sample: PoseSample) -> None:
-        self.sync.add_ee_pose(sample)
+        with self._lock:
+            self.sync.add_ee_pose(sample)
 
     def on_gripper(self, sample: GripperSample) -> None:
-        self.sync.add_gripper(sample)
+        with self._lock:
+            self.sync.add_gripper(sample)
 
     def on_robot_mode(self, mode: str) -> None:
         """FrankaRobotState.robot_mode by name; a blocking mode (REFLEX, USER_STOPPED, ...) disables the runtime."""
-        self.safety.on_robot_mode(mode)
+        with self._lock:
+            self.safety.on_robot_mode(mode)
 
     def set_instruction(self, text: str) -> None:
         """Language instruction for the following inferences; a change clears the plan (it was for the old task)."""
-        if text != self.instruction:
-            self.instruction = str(text)
-            self.scheduler.clear()
-            log.info("instruction: %r", self.instruction)
+        with self._lock:
+            if text != self.instruction:
+                self.instruction = str(text)
+                self.scheduler.clear()
+                log.info("instruction: %r", self.instruction)
 
     def set_active_layers(self, n: int | None) -> None:
         """How many LLM layers STAR may run per inference (None = the checkpoint default)."""
@@ -219,11 +231,16 @@ class PolicyRuntime:
 
     def set_dry_run(self, dry_run: bool) -> None:
         """Switch dry run at runtime; leaving dry run while enabled restarts the trajectory at the measured pose."""
-        self.safety.dry_run = bool(dry_run)
+        with self._lock:
+            self.safety.dry_run = bool(dry_run)
         log.info("dry_run=%s", self.safety.dry_run)
 
     def enable(self) -> str:
         """Arm the runtime. Returns "" on success, else why it stayed disabled (also counted in diagnostics)."""
+        with self._lock:
+            return self._enable()
+
+    def _enable(self) -> str:
         if not self.ready:
             self.safety.reject("enable_refused", "warm-up not finished")
             return "warm-up not finished: call warmup() or keep stepping until diagnostics.ready"
@@ -234,10 +251,16 @@ class PolicyRuntime:
         return self.safety.try_enable(None if last is None else last[1].position)
 
     def disable(self, reason: str = "operator") -> None:
-        self.safety.disable(reason)
+        """Stop actuating now (commands stop with this step; enable() re-arms)."""
+        with self._lock:
+            self.safety.disable(reason)
 
     def reset_episode(self) -> None:
         """Forget the plan, the pending inference and all buffered observations (between episodes)."""
+        with self._lock:
+            self._reset_episode()
+
+    def _reset_episode(self) -> None:
         self.scheduler.clear()
         self._pending = None
         self.sync.clear()
@@ -275,6 +298,10 @@ class PolicyRuntime:
         out = self.policy.infer(inp)
         return out, time.perf_counter() - t0
 
+    def _run_policy_stamped(self, inp: PolicyInput) -> tuple[PolicyOutput, float]:
+        out, _ = self._run_policy(inp)
+        return out, time.perf_counter()
+
     def _maybe_request(self, now: float, obs: Observation | None) -> None:
         if self._pending is not None or not self.ready or obs is None or obs.stamp <= self._last_obs_stamp:
             return
@@ -295,7 +322,7 @@ class PolicyRuntime:
         self._inference_times.append(now)
         pending = _Pending(obs=obs, request_stamp=now, wall_start=time.perf_counter())
         if self._pool is not None:
-            pending.future = self._pool.submit(self._run_policy, inp)
+            pending.future = self._pool.submit(self._run_policy_stamped, inp)
         else:
             try:
                 pending.output, measured = self._run_policy(inp)
@@ -324,10 +351,11 @@ class PolicyRuntime:
             if not p.future.done():
                 return None
             try:
-                p.output, _ = p.future.result()
+                p.output, t_done = p.future.result()
             except Exception as exc:
-                p.error = exc
-            p.latency_s = time.perf_counter() - p.wall_start
+                p.error, t_done = exc, time.perf_counter()
+            # request to completion (queueing included), not until this poll noticed it
+            p.latency_s = t_done - p.wall_start
         elif now < p.available_at:
             return None
         self._pending = None
@@ -358,6 +386,10 @@ class PolicyRuntime:
         obs = p.obs
         pos, quat, grip = self.action_space.decode_arrays(obs.ee_pose.position, obs.ee_pose.quaternion, actions)
         pos = self.safety.clip_targets(pos)
+        if not self.safety.actuating and self.tracker.state is not None:
+            # shadow mode (dry run / not enabled): preview what would be commanded from where the robot IS, not
+            # from a preview that drifted away from a robot that did not follow it
+            self.tracker.reset(obs.ee_pose, self.tracker.state.stamp)
         if self.tracker.state is not None:
             start_p, start_q = self.tracker.state.position, self.tracker.state.quaternion
         else:
@@ -393,7 +425,14 @@ class PolicyRuntime:
             num_layers=int(out.num_layers),
             latency_s=p.latency_s,
             timings_ms=dict(out.timings_ms or {}),
+            layer_probs=self._layer_probs(out),
         )
+
+    @staticmethod
+    def _layer_probs(out: PolicyOutput) -> np.ndarray | None:
+        probs = None if out.layer_probs is None else np.asarray(out.layer_probs, dtype=np.float64).reshape(-1)
+        # only a per-layer vector is meaningful to visualise; anything else is dropped rather than mislabelled
+        return probs if probs is not None and probs.shape[0] == int(out.num_layers) else None
 
     def _fault(self, reason: str, detail: str) -> None:
         """A fault that needs no operator: count it, drop the plan, brake and hold until a fresh chunk."""
@@ -406,6 +445,10 @@ class PolicyRuntime:
     # the control step
     def step(self, now: float) -> StepOutput:
         """Advance the runtime to `now` (caller's clock, same timebase as the header stamps)."""
+        with self._lock:
+            return self._step(now)
+
+    def _step(self, now: float) -> StepOutput:
         t0 = time.perf_counter()
         now = float(now)
         if not self.ready:
@@ -467,16 +510,45 @@ class PolicyRuntime:
     def _start_actuation(self, now: float) -> None:
         """Actuation begins: start the trajectory at the measured pose at rest; plan only from fresh chunks."""
         last = self.sync.latest_ee_pose()
-        if last is not None:
-            self.tracker.reset(last[1], now)
+        q = self.sync.latest_joint_positions()
+        start = None if last is None else last[1]
+        if self.config.output_mode == "joint_trajectory" and q is not None:
+            # joint commands must start at the measured joints: plan from their FK, not from the pose topic
+            fk = self.kinematics.fk(q)
+            if start is not None and np.linalg.norm(fk.position - start.position) > 0.01:
+                self.counters["frame_mismatch"] += 1
+                log.warning(
+                    "EE pose topic %s and FK of the joint states %s differ by %.3f m: is frames.ee_frame the frame "
+                    "the robot publishes (Desk EE / TCP settings)?",
+                    np.round(start.position, 3).tolist(),
+                    np.round(fk.position, 3).tolist(),
+                    float(np.linalg.norm(fk.position - start.position)),
+                )
+            start = fk
+        if start is not None:
+            self.tracker.reset(start, now)
         self.scheduler.clear()
         self._hold_since = self._last_obs_stamp
-        self._q_cmd = self.sync.latest_joint_positions()
+        self._q_cmd = q
         self._last_joint_cmd = None
         width = self.sync.latest_gripper_width()
         if width is not None:
             self.gripper.sync_to_width(width)
-        log.info("actuation started at %s", None if last is None else np.round(last[1].position, 3).tolist())
+        log.info("actuation started at %s", None if start is None else np.round(start.position, 3).tolist())
+
+    def _plan_key(self) -> tuple:
+        """Identifies everything the tracker's future depends on; cached futures/IK are valid for one key only."""
+        return (self.scheduler.version, bool(self.safety.hold_reason), self.tracker.resets)
+
+    def _reference_fn(self):
+        if self.safety.hold_reason:
+            return lambda t: None
+        return self.scheduler.reference
+
+    def _drop_future(self) -> None:
+        self._future.clear()
+        self._ik_cache.clear()
+        self._future_key = None
 
     def _advance_tracker(self, now: float) -> TrackerState | None:
         st = self.tracker.state
@@ -486,20 +558,25 @@ class PolicyRuntime:
         if n > _MAX_SUBSTEPS:
             self.counters["tracker/clock_jumps"] += 1
             st.stamp = now - self.command_dt
+            self._drop_future()
             n = 1
-        holding = bool(self.safety.hold_reason)
         for _ in range(n):
             prev = self.tracker.state
             t_next = prev.stamp + self.command_dt
-            ref = None if holding else self.scheduler.reference(t_next)
-            new = self.tracker.step(ref)
+            if self._future and self._future_key == self._plan_key() and abs(self._future[0].stamp - t_next) < 1e-9:
+                # joint_trajectory mode already computed this sample (identical to stepping, see rollout)
+                new = self._future.popleft()
+                self.tracker.state = new
+            else:
+                self._future.clear()
+                new = self.tracker.step(self._reference_fn()(t_next))
             why = self.safety.check_sample(prev, new)
             if why:
                 self.safety.reject(why, f"sample at {t_next:.3f}: {np.round(new.position, 4).tolist()}")
                 self.safety.hold(why)
                 self._hold_since = self._last_obs_stamp
                 self.scheduler.clear()
-                holding = True
+                self._drop_future()
                 self.tracker.state = prev
                 new = self.tracker.step(None)  # brake instead
                 if self.safety.check_sample(prev, new):
@@ -510,7 +587,11 @@ class PolicyRuntime:
         return self.tracker.state
 
     def _joint_trajectory(self, now: float) -> JointTrajectoryCommand | None:
-        """IK of the next joint_horizon_s of the tracker's trajectory: positions and velocities for JTC."""
+        """IK of the next joint_horizon_s of the tracker's trajectory: positions and velocities for JTC.
+
+        The future samples and their IK solutions are cached per plan (`_plan_key`): while the plan is unchanged each
+        message only solves the one new point at its end; a new chunk or a hold recomputes the horizon once.
+        """
         if self.tracker.state is None:
             return None
         last = self._last_joint_cmd
@@ -521,42 +602,48 @@ class PolicyRuntime:
             return None
         tr, ikc = self.config.trajectory, self.config.ik
         sub = max(1, round(tr.joint_point_dt / self.command_dt))
-        n_pts = max(1, round(tr.joint_horizon_s / (sub * self.command_dt)))
-        holding = bool(self.safety.hold_reason)
-        states = self.tracker.rollout(lambda t: None if holding else self.scheduler.reference(t), sub * n_pts)
-        points = [self.tracker.state, *states[sub - 1 :: sub]]
+        need = sub * max(1, round(tr.joint_horizon_s / (sub * self.command_dt)))
+        key = self._plan_key()
+        if key != self._future_key:
+            self._drop_future()
+            self._future_key = key
+        if len(self._future) < need:
+            start = self._future[-1] if self._future else self.tracker.state
+            self._future.extend(self.tracker.rollout(self._reference_fn(), need - len(self._future), start=start))
+        points = [self.tracker.state, *[self._future[i] for i in range(sub - 1, need, sub)]]
+        for stamp in [t for t in self._ik_cache if t < round((now - 1.0) * 1e6)]:
+            del self._ik_cache[stamp]
+        v_lim = self.description.limits.qd_max * ikc.velocity_fraction
         qs, qds, ts = [], [], []
         q = seed
         # the seed is the joint position commanded with the previous message (or measured, at actuation start)
         first_dt = None if last is None or self._q_cmd is None else max(now - last.stamp, self.command_dt)
         for k, s in enumerate(points):
-            res = self.kinematics.ik(
-                s.pose,
-                q,
-                dt=first_dt if k == 0 else sub * self.command_dt,
-                velocity_fraction=ikc.velocity_fraction,
-                joint_limit_margin=ikc.joint_limit_margin,
-                damping=ikc.damping,
-                max_iterations=ikc.max_iterations,
-                position_tolerance=ikc.position_tolerance,
-                rotation_tolerance=ikc.rotation_tolerance,
-                nullspace_gain=ikc.nullspace_gain,
-            )
-            if not res.success:
-                self.safety.reject(f"ik_{res.reason}", f"point {k} at {np.round(s.position, 3).tolist()}")
-                if k == 0:
-                    self._fault(f"ik_{res.reason}", "current sample has no IK solution")
-                break
-            q = res.q
-            qd = self.kinematics.joint_velocity(q, s.twist)
-            qds.append(
-                np.clip(
-                    qd,
-                    -self.description.limits.qd_max * ikc.velocity_fraction,
-                    self.description.limits.qd_max * ikc.velocity_fraction,
+            stamp_key = round(s.stamp * 1e6)
+            hit = self._ik_cache.get(stamp_key)
+            if hit is None:
+                res = self.kinematics.ik(
+                    s.pose,
+                    q,
+                    dt=first_dt if k == 0 else sub * self.command_dt,
+                    velocity_fraction=ikc.velocity_fraction,
+                    joint_limit_margin=ikc.joint_limit_margin,
+                    damping=ikc.damping,
+                    max_iterations=ikc.max_iterations,
+                    position_tolerance=ikc.position_tolerance,
+                    rotation_tolerance=ikc.rotation_tolerance,
+                    nullspace_gain=ikc.nullspace_gain,
                 )
-            )
-            qs.append(q)
+                if not res.success:
+                    self.safety.reject(f"ik_{res.reason}", f"point {k} at {np.round(s.position, 3).tolist()}")
+                    if k == 0:
+                        self._fault(f"ik_{res.reason}", "current sample has no IK solution")
+                    break
+                hit = (res.q, np.clip(self.kinematics.joint_velocity(res.q, s.twist), -v_lim, v_lim))
+                self._ik_cache[stamp_key] = hit
+            q = hit[0]
+            qs.append(hit[0])
+            qds.append(hit[1])
             ts.append(s.stamp - now)
         if not qs:
             if self._last_joint_cmd is None:

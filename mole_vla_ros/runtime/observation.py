@@ -2,8 +2,8 @@
 
 Each stream (every camera, joint states, EE pose, gripper) is a short time-indexed buffer. `latest(now)` walks the
 reference camera's frames from the newest back and returns the first set in which every other camera and the EE
-pose lie within `sync_tolerance_s` of it (nearest stamp); the joint state and gripper width are attached when one
-is that close too. The observation's stamp is the OLDEST capture stamp of its parts: the chunk's timing must start
+pose lie within `sync_tolerance_s` of it (nearest stamp for cameras; the faster state streams are interpolated to
+the camera's stamp when samples bracket it); the joint state and gripper width are attached when that close too. The observation's stamp is the OLDEST capture stamp of its parts: the chunk's timing must start
 from the oldest information the policy saw (4paradigm/phanthymotus PR #221 design note).
 
 Refused and counted, never silently used: samples older than (or equal to) the newest of their stream
@@ -20,6 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from mole_vla_ros.interfaces import CameraFrame, GripperSample, JointStateSample, Pose, PoseSample
+from mole_vla_ros.runtime import rotations as rot
 from mole_vla_ros.runtime.config import ObservationConfig
 
 # State streams keep this many seconds (bounded by _MAX_STATE_SAMPLES) so a 30 Hz camera finds its partner
@@ -44,6 +45,14 @@ class Observation:
     ee_stamp: float
     joint_positions: np.ndarray | None
     gripper_width: float | None
+
+
+def _blend_pose(a: Pose, b: Pose, u: float) -> Pose:
+    return Pose(a.position + u * (b.position - a.position), rot.quat_slerp(a.quaternion, b.quaternion, float(u)))
+
+
+def _blend_array(a: np.ndarray, b: np.ndarray, u: float) -> np.ndarray:
+    return a + u * (b - a)
 
 
 class StampedBuffer:
@@ -95,6 +104,15 @@ class StampedBuffer:
         if best is None:
             return None
         return self.stamps[best[1]], self.items[best[1]]
+
+    def interpolated(self, stamp: float, tolerance: float, blend):
+        """(stamp, item) AT `stamp` via blend(a, b, u) when samples within tolerance bracket it, else nearest()."""
+        i = bisect.bisect_left(self.stamps, stamp)
+        if 0 < i < len(self.stamps):
+            t0, t1 = self.stamps[i - 1], self.stamps[i]
+            if stamp - t0 <= tolerance and t1 - stamp <= tolerance:
+                return stamp, blend(self.items[i - 1], self.items[i], (stamp - t0) / (t1 - t0))
+        return self.nearest(stamp, tolerance)
 
     def latest(self):
         return (self.stamps[-1], self.items[-1]) if self.stamps else None
@@ -244,10 +262,11 @@ class ObservationSync:
                     break
                 stamps[name], images[name] = hit
             else:
-                ee = self.ee.nearest(ref_stamp, tol)
+                # state streams are faster than cameras: interpolate them to the reference camera's stamp
+                ee = self.ee.interpolated(ref_stamp, tol, _blend_pose)
                 if ee is None:
                     continue
-                joints = self.joints.nearest(ref_stamp, tol)
+                joints = self.joints.interpolated(ref_stamp, tol, _blend_array)
                 grip = self.gripper.nearest(ref_stamp, max(tol, 0.1))  # 15 Hz hand state: a looser match is fine
                 all_stamps = [*stamps.values(), ee[0]]
                 obs = Observation(

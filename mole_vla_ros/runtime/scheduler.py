@@ -63,6 +63,7 @@ class ChunkScheduler:
         self.max_latency_s = float(max_latency_s)
         self.ensemble = ensemble
         self._history: deque[Chunk] = deque(maxlen=max(1, ensemble.horizon))
+        self.version = 0  # changes whenever the plan does (callers cache trajectories per version)
         # current plan; index 0 is the start point (commanded pose when the chunk arrived)
         self.times = np.zeros(0)
         self.positions = np.zeros((0, 3))
@@ -107,6 +108,7 @@ class ChunkScheduler:
         self.quaternions = rot.quat_sign_continuity(np.concatenate([np.asarray(start_quaternion)[None], wp_q]))
         self.gripper = np.concatenate([[wp_g[0]], wp_g])
         self._segments()
+        self.version += 1
         return "", executed
 
     def _segments(self) -> None:
@@ -150,6 +152,7 @@ class ChunkScheduler:
         self.quaternions = np.zeros((0, 4))
         self.gripper = np.zeros(0)
         self._history.clear()
+        self.version += 1
 
     # -- queries ---------------------------------------------------------------------------------------------------
     @property

@@ -87,10 +87,12 @@ class CartesianTracker:
         self.hi = None if workspace_max is None else np.asarray(workspace_max, dtype=np.float64)
         self.gain = min(_FEEDBACK_GAIN, 0.5 / self.dt)
         self.state: TrackerState | None = None
+        self.resets = 0  # incremented by reset(): anything cached from an older start is invalid
 
     def reset(self, pose: Pose, stamp: float) -> None:
         """Start at `pose` at rest (e.g. the measured EE pose when actuation begins: no start jump)."""
         self.state = TrackerState(float(stamp), pose.position.copy(), np.zeros(3), pose.quaternion.copy(), np.zeros(3))
+        self.resets += 1
 
     @property
     def initialized(self) -> bool:
@@ -105,7 +107,7 @@ class CartesianTracker:
             e = x_ref - x
             ae = np.abs(e)
             v_des = v_ref + np.sign(e) * np.minimum(np.sqrt(a_max * ae), self.gain * ae)
-        v_new = v_des
+        v_new = np.clip(v_des, v - a_max * dt, v + a_max * dt)
         v_new = np.clip(v_new, -v_max, v_max)
         if hi is not None:
             # the fastest approach to a wall from which braking at a_max (one sample late) still stops before it
@@ -140,15 +142,20 @@ class CartesianTracker:
         self.state = TrackerState(s.stamp + self.dt, pos, v_new, quat, w_new)
         return self.state
 
-    def rollout(self, reference_fn: ReferenceFn, steps: int) -> list[TrackerState]:
-        """The next `steps` samples the tracker would produce, without changing its state (for joint trajectories)."""
-        if self.state is None:
+    def rollout(self, reference_fn: ReferenceFn, steps: int, start: TrackerState | None = None) -> list[TrackerState]:
+        """The `steps` samples the tracker would produce after `start` (default: its state), without changing it.
+
+        Deterministic: stepping live with the same references yields exactly these states, so a caller may cache
+        them (the runtime does, for joint trajectories) and replay them instead of recomputing.
+        """
+        if self.state is None and start is None:
             raise RuntimeError("CartesianTracker.rollout before reset()")
         saved = self.state
+        self.state = start if start is not None else saved
         out = []
         try:
             for _ in range(steps):
-                out.append(self.step(reference_fn(self.state.stamp + self.dt)).copy())
+                out.append(self.step(reference_fn(self.state.stamp + self.dt)))
         finally:
             self.state = saved
         return out

@@ -260,12 +260,15 @@ def _feed(runtime: PolicyRuntime, obs: SimObservation) -> None:
         runtime.on_camera(frame)
 
 
-def apply_step(sim: TabletopSim, out: StepOutput) -> None:
-    """Hand one runtime step's commands to the simulated robot, as the node hands them to franka_ros2."""
+def apply_step(sim: TabletopSim, out: StepOutput, command_dt: float) -> None:
+    """Hand one runtime step's commands to the simulated robot, as the node hands them to franka_ros2: the pose
+    target, or the joint trajectory's point due one command period ahead, and gripper goals."""
     if out.pose_command is not None:
         sim.command_pose(out.pose_command.pose)
-    if out.joint_command is not None and len(out.joint_command.positions):
-        sim.command_joints(out.joint_command.positions[0])
+    traj = out.joint_command
+    if traj is not None and len(traj.positions):
+        due = np.flatnonzero(np.asarray(traj.time_from_start) >= command_dt - 1e-9)
+        sim.command_joints(traj.positions[due[0] if due.size else -1])
     cmd: GripperCommand | None = out.gripper_command
     if cmd is not None:
         if cmd.action == "grasp":
@@ -288,7 +291,8 @@ def run_episode(
     episode's task): an ablation that shows whether a policy follows the language at all."""
     wall0 = time.perf_counter()
     obs = sim.reset(seed)
-    runtime.disable("new episode")
+    if runtime.safety.enabled:  # left enabled by an interrupted episode
+        runtime.disable("new episode")
     runtime.reset_episode()
     runtime.set_instruction(instruction or sim.instruction)
     _feed(runtime, obs)
@@ -303,7 +307,7 @@ def run_episode(
     success = False
     tick = 0
     for tick in range(1, ticks + 1):
-        apply_step(sim, runtime.step(sim.time))
+        apply_step(sim, runtime.step(sim.time), settings.command_dt)
         render = tick % settings.commands_per_frame == 0
         obs = sim.step(settings.command_dt, render=render)
         _feed(runtime, obs)

@@ -24,6 +24,13 @@ def select_backend() -> str:
                 f"MUJOCO_GL={chosen!r} is not a backend the simulator can render with; expected one of "
                 f"{VALID_BACKENDS}. Unset it to let mole_vla_ros pick egl (or osmesa when libEGL is missing)."
             )
+        # PyOpenGL fails inside `import mujoco` with an opaque AttributeError when the library is missing.
+        needs = {"egl": ("EGL", "libegl1"), "osmesa": ("OSMesa", "libosmesa6")}.get(chosen)
+        if needs and not ctypes.util.find_library(needs[0]):
+            raise RuntimeError(
+                f"MUJOCO_GL={chosen} but lib{needs[0]} is not installed: `apt-get install {needs[1]}`, "
+                "or unset MUJOCO_GL to let mole_vla_ros pick an available backend"
+            )
         return chosen
     if ctypes.util.find_library("EGL"):
         chosen = "egl"

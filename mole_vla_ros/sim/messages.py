@@ -12,7 +12,8 @@ Topics (relative to the robot namespace, from `robot.franka.Topics`):
 | `franka_gripper/joint_states` | sensor_msgs/JointState | `fr3_finger_joint1/2`, each = width / 2 |
 | `camera/<name>/image_raw` | sensor_msgs/Image | rgb8, frame `<name>_camera_optical_frame` |
 | `camera/<name>/camera_info` | sensor_msgs/CameraInfo | pinhole intrinsics from the MuJoCo camera's fovy |
-| `/tf_static` | tf2_msgs/TFMessage | camera optical frames (scene: from `fr3_link0`, wrist: from `fr3_hand`) |
+| `/tf_static` | tf2_msgs/TFMessage | camera optical frames (scene: from `fr3_link0`, wrist: from `fr3_hand`), `fr3_hand_tcp` |
+| `/tf` | tf2_msgs/TFMessage | `fr3_link0` -> `fr3_hand` (ROS node only, unless robot_state_publisher runs) |
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from mole_vla_ros.robot.franka import Topics, describe
+from mole_vla_ros.robot.franka import HAND_TCP_OFFSET_Z, Topics, describe
 from mole_vla_ros.ros.conversions import rgb_to_image_msg
 from mole_vla_ros.ros.messages import MessageFactory
 from mole_vla_ros.sim.ik import mat_to_quat_xyzw, quat_xyzw_to_mat
@@ -152,24 +153,41 @@ class SimMessageBuilder:
             out.append((parent, camera_frame_id(name), model.cam_pos[cam].copy(), mat_to_quat_xyzw(rot)))
         return out
 
-    def tf_static(self, t: float) -> StampedMessage:
+    def transform(self, t: float, parent: str, child: str, pos, quat) -> Any:
         f = self.factory
-        transforms = []
-        for parent, child, pos, quat in self.camera_transforms():
-            transforms.append(
-                f.make(
-                    "geometry_msgs/msg/TransformStamped",
-                    header=f.header(t, parent),
-                    child_frame_id=child,
-                    transform=f.make(
-                        "geometry_msgs/msg/Transform",
-                        translation=f.make("geometry_msgs/msg/Vector3", x=pos[0], y=pos[1], z=pos[2]),
-                        rotation=f.make("geometry_msgs/msg/Quaternion", x=quat[0], y=quat[1], z=quat[2], w=quat[3]),
-                    ),
-                )
-            )
+        return f.make(
+            "geometry_msgs/msg/TransformStamped",
+            header=f.header(t, parent),
+            child_frame_id=child,
+            transform=f.make(
+                "geometry_msgs/msg/Transform",
+                translation=f.make("geometry_msgs/msg/Vector3", x=pos[0], y=pos[1], z=pos[2]),
+                rotation=f.make("geometry_msgs/msg/Quaternion", x=quat[0], y=quat[1], z=quat[2], w=quat[3]),
+            ),
+        )
+
+    def tf_static(self, t: float) -> StampedMessage:
+        """Camera optical frames and fr3_hand -> fr3_hand_tcp (franka_description's fixed 0.1034 m)."""
+        f = self.factory
+        transforms = [self.transform(t, *frame) for frame in self.camera_transforms()]
+        transforms.append(
+            self.transform(t, self.desc.hand_frame, self.desc.tcp_frame, (0.0, 0.0, HAND_TCP_OFFSET_Z), (0, 0, 0, 1))
+        )
         return StampedMessage(
             "/tf_static", "tf2_msgs/msg/TFMessage", f.make("tf2_msgs/msg/TFMessage", transforms=transforms), t
+        )
+
+    def tf_hand(self, t: float) -> StampedMessage:
+        """/tf fr3_link0 -> fr3_hand from the simulated arm: with tf_static this connects the wrist camera and the
+        TCP to the base frame in RViz without robot_state_publisher (which would publish it through the links)."""
+        d, ids = self.sim.data, self.sim.ids
+        base_pos, base_rot = d.xpos[ids.base_body], d.xmat[ids.base_body].reshape(3, 3)
+        hand_pos, hand_rot = d.xpos[ids.hand_body], d.xmat[ids.hand_body].reshape(3, 3)
+        pos = base_rot.T @ (hand_pos - base_pos)
+        quat = mat_to_quat_xyzw(base_rot.T @ hand_rot)
+        tf = self.transform(t, self.desc.base_frame, self.desc.hand_frame, pos, quat)
+        return StampedMessage(
+            "/tf", "tf2_msgs/msg/TFMessage", self.factory.make("tf2_msgs/msg/TFMessage", transforms=[tf]), t
         )
 
     # ---------------------------------------------------------------------------------------------------- commands

@@ -171,6 +171,11 @@ class SimEpisodeRecorder:
         """Record one episode (seeded); returns its result with the saved episode's path."""
         self.sim.reset(seed)  # to know the instruction before `start`; run_expert_episode resets identically
         self._pending_name = name or f"sim_{self.sim.task.name}_seed{seed:06d}"
+        if (self.output_dir / self._pending_name).exists():
+            raise FileExistsError(
+                f"episode {self.output_dir / self._pending_name} exists already: record into another --out, or "
+                "start at a --seed whose episodes are not there yet (names are sim_<task>_seed<N>)"
+            )
         self._now_ns = 0
         started = self.core.start(self.sim.instruction)
         if not started.ok:

@@ -30,11 +30,12 @@ log = logging.getLogger(__name__)
 class SimRobotBridge:
     """Steps a `TabletopSim` and converts between it and ROS messages built by `factory`."""
 
-    def __init__(self, sim: TabletopSim, factory: MessageFactory, seed: int = 0):
+    def __init__(self, sim: TabletopSim, factory: MessageFactory, seed: int = 0, publish_tf: bool = True):
         self.sim = sim
         self.factory = factory
         self.builder = SimMessageBuilder(factory, sim)
         self.seed = seed
+        self.publish_tf = publish_tf
         self.episode = 0
         self._trajectory: tuple[float, list[float], list[np.ndarray]] | None = None
         self.commands_received = {"pose": 0, "joint_trajectory": 0, "move": 0, "grasp": 0}
@@ -132,7 +133,10 @@ class SimRobotBridge:
         if target is not None:
             self.sim.command_joints(target)
         self.last_obs = self.sim.step(duration, render=render)
-        return self.builder.observation(self.last_obs)
+        messages = self.builder.observation(self.last_obs)
+        if self.publish_tf:
+            messages.append(self.builder.tf_hand(self.last_obs.stamp))
+        return messages
 
     def clock(self) -> Any:
         """rosgraph_msgs/Clock of the current sim time (the node publishes it for use_sim_time)."""

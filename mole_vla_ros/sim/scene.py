@@ -160,8 +160,8 @@ def build_spec(config: SimConfig) -> mujoco.MjSpec:
             condim=4,  # torsional friction: a held cube does not spin about the fingers' axis
         )
 
-    scene_eye, scene_target = (0.95, 0.35, 0.5), (0.42, 0.0, 0.12)
-    world.add_camera(name="scene", pos=list(scene_eye), xyaxes=_look_at_xyaxes(scene_eye, scene_target), fovy=50.0)
+    scene_eye, scene_target = (1.25, 0.5, 0.75), (0.45, 0.0, 0.05)
+    world.add_camera(name="scene", pos=list(scene_eye), xyaxes=_look_at_xyaxes(scene_eye, scene_target), fovy=42.0)
     # Wrist camera: on the hand, 7 cm off its axis, looking along the hand's z (the approach direction) tilted 12 deg
     # back toward the fingers, so fingertips and the object below both stay in view (like a D405 on a hand mount).
     hand.add_camera(name="wrist", pos=[0.07, 0.0, 0.02], xyaxes=[0, 1, 0, 0.978, 0, 0.208], fovy=65.0)
