@@ -233,6 +233,7 @@ def test_build_split_stats_and_training_dataset(tmp_path):
     train = TrainingDataset(tmp_path / "ds", "train")
     val = TrainingDataset(tmp_path / "ds", "val", normalize_actions=False)
     assert len(train) == report.samples["train"] and len(train.files) >= 2  # shards of 16 samples
+    np.testing.assert_array_equal(np.concatenate(list(train.iter_column("frame_index"))), train.column("frame_index"))
     # no episode in both splits
     assert not set(train.column("episode_index").tolist()) & set(val.column("episode_index").tolist())
     item = train[len(train) - 1]

@@ -94,12 +94,17 @@ def test_efficientnet_lite0_matches_the_published_count():
     assert abs((macs + 1280 * 1000) / 0.385e9 - 1) < 0.01
 
 
-def test_efficientnet_lite0_matches_flop_counter():
+def test_small_shapes_match_flop_counter_on_meta_device():
+    # EfficientNet-Lite0 on two views and SmolLM2's grouped-query attention (9 query heads, 3 KV heads)
     pytest.importorskip("efficientnet_lite_pytorch")
-    from mole_vla_ros.model.vision import EfficientNetLite0Encoder
+    from mole_vla_ros.model.tokenizer import ByteTokenizer
 
-    encoder = EfficientNetLite0Encoder(pretrained=False).eval()
-    assert counted(encoder, torch.rand(1, 3, 224, 224)) == 2 * flops.efficientnet_lite0_macs(224)
+    config = MoLeVLAConfig.preset("small", camera_names=("scene", "wrist"))
+    model = build_model(config, "meta", pretrained=False, tokenizer=ByteTokenizer()).eval()
+    report = flops.estimate(config, 30, active_layers=config.llm.num_layers)
+    assert counted(model.vision, torch.empty(1, 2, 3, 224, 224, device="meta")) == report.flops("vision")
+    embeds = torch.empty(1, report.seq_len, config.llm.hidden_size, device="meta")
+    assert counted(model.llm.forward_full, embeds) == report.flops("llm")
 
 
 def test_paper_reference_within_one_and_a_half_percent():

@@ -240,3 +240,19 @@ def test_cli_replay_and_demo_print_the_report(tmp_path, bag, checkpoint, capsys)
     assert "no trained default model yet" in text and UNTRAINED_LABEL in text
     for name in ("report.json", "report.md", "plots/path.png", "bag/metadata.yaml", "untrained_tiny_model/MODEL_CARD.md"):
         assert (tmp_path / "demo" / name).is_file(), name
+
+
+def test_humble_sqlite3_bag_with_an_undefined_message_type(tmp_path, checkpoint):
+    # Humble sqlite3 bags store no message definitions: a topic of a type nobody defines cannot be copied into a
+    # playable bag. Replay skips it, says so, and replays everything else.
+    bag = write_synthetic_bag(tmp_path / "b", duration_s=1.0, storage="sqlite3", metadata="humble", custom_topic=True)
+    result = run_replay(ReplayOptions(bag=bag, out=tmp_path / "o", checkpoint=str(checkpoint), progress=False))
+    assert result.chunks
+    assert "/acme/status" not in result.output_counts
+    assert any("/acme/status not copied" in a for a in result.adaptations)
+    # the same type in an MCAP bag comes with its definition (the schema) and is copied unchanged
+    mcap = write_synthetic_bag(tmp_path / "m", duration_s=1.0, custom_topic=True)
+    copied = run_replay(ReplayOptions(bag=mcap, out=tmp_path / "o2", checkpoint=str(checkpoint), progress=False))
+    assert copied.output_counts["/acme/status"] == copied.bag_info["topics"]["/acme/status"]["count"] == 11
+    statuses = [d for t, _, _, _, d in _read_mcap(tmp_path / "o2" / "bag") if t == "/acme/status"]
+    assert statuses[-1].note == "synthetic"

@@ -107,8 +107,8 @@ class FakeNode:
         self.publishers[topic] = FakePublisher(msg_type, topic, qos)
         return self.publishers[topic]
 
-    def create_subscription(self, msg_type, topic, callback, qos):
-        self.subscriptions[topic] = (msg_type, callback, qos)
+    def create_subscription(self, msg_type, topic, callback, qos, raw=False):
+        self.subscriptions[topic] = (msg_type, callback, qos, raw)
         return object()
 
     def create_timer(self, period, callback):
@@ -124,9 +124,9 @@ class FakeNode:
 
     # test helpers
     def deliver(self, topic, msg):
-        msg_type, callback, _ = self.subscriptions[topic]
+        msg_type, callback, _, raw = self.subscriptions[topic]
         assert isinstance(msg, msg_type), f"{topic} expects {msg_type.__name__}"
-        callback(msg)
+        callback(MSGS.serialize(msg) if raw else msg)  # raw subscriptions get the CDR bytes, as from DDS
 
     def advance(self, dt):
         """Move the clock and fire due timers (like an executor would)."""
@@ -177,6 +177,8 @@ def fake_ros(monkeypatch):
     mods["franka_msgs.msg"].FrankaRobotState = MSGS.message_class("franka_msgs/msg/FrankaRobotState")
     mods["franka_msgs.action"].Move = type("Move", (), {})
     mods["franka_msgs.action"].Grasp = type("Grasp", (), {})
+    mods["rclpy.serialization"] = types.ModuleType("rclpy.serialization")
+    mods["rclpy.serialization"].deserialize_message = lambda data, cls: MSGS.deserialize(data, cls.__msgtype__)
     mods["tf2_ros"] = types.ModuleType("tf2_ros")
     mods["tf2_ros"].Buffer = FakeTfBuffer
     mods["tf2_ros"].TransformListener = lambda buffer, node: None
@@ -311,6 +313,7 @@ def test_reflex_from_franka_robot_state_disables(fake_ros):
     run(node, 0.3)
     assert call(node, "~/enable", data=True).success
     run(node, 0.5)
+    assert node.subscriptions["franka_robot_state_broadcaster/robot_state"][3]  # raw bytes, decoded when due
     reflex = MSGS.make("franka_msgs/msg/FrankaRobotState", robot_mode=4)
     node.deliver("franka_robot_state_broadcaster/robot_state", reflex)
     n = len(node.publishers["cartesian_impedance_controller/target_pose"].sent)
@@ -425,3 +428,16 @@ def test_pose_topic_is_cross_checked_against_tf_once(fake_ros):
     node.advance(1.0)
     (status,) = node.publishers["/diagnostics"].sent[-1].status
     assert {kv.key: kv.value for kv in status.values}["tf_check"].startswith("MISMATCH")
+
+
+def test_robot_state_is_decoded_at_a_limited_rate(fake_ros):
+    node, shell = make_shell(fake_ros, **{"robot_state_rate_hz": 50.0})
+    decoded = []
+    shell._on_robot_state = decoded.append  # count what reaches the interlock
+    wall = [0.0]
+    shell.wall_clock = lambda: wall[0]
+    move = MSGS.make("franka_msgs/msg/FrankaRobotState", robot_mode=2)
+    for _ in range(100):  # 100 ms of a 1 kHz stream
+        node.deliver("franka_robot_state_broadcaster/robot_state", move)
+        wall[0] += 0.001
+    assert len(decoded) == 5 and conv.robot_mode_name(decoded[0]) == "MOVE"  # 50 Hz

@@ -267,3 +267,13 @@ def test_mujoco_fr3_matches_the_packages_dh_kinematics(pick_sim):
         pose = kin.fk(q)
         assert np.linalg.norm(pose.position - pos) < 1e-3
         assert np.allclose(quat_xyzw_to_mat(pose.quaternion), rot, atol=1e-3)
+
+
+def test_gl_backend_choice_is_validated(monkeypatch):
+    from mole_vla_ros.sim import gl
+
+    monkeypatch.setenv("MUJOCO_GL", "directx")
+    with pytest.raises(RuntimeError, match="MUJOCO_GL='directx' is not a backend"):
+        gl.select_backend()
+    monkeypatch.setenv("MUJOCO_GL", "egl")
+    assert gl.select_backend() == "egl"

@@ -87,6 +87,20 @@ def test_bridge_follows_a_joint_trajectory_and_gripper_goals(bridge):
     assert bridge.commands_received["joint_trajectory"] == 1 and bridge.commands_received["move"] == 1
 
 
+def test_bridge_obeys_the_teleop_gripper_topic(bridge):
+    bridge.reset()
+    f = bridge.factory
+    assert bridge.on_gripper_command(f.make("std_msgs/msg/Float32", data=0.0))  # close: a grasp
+    for _ in range(10):
+        bridge.tick(render=False)
+    assert bridge.last_obs.gripper.width < 0.01
+    assert bridge.on_gripper_command(f.make("std_msgs/msg/Float32", data=1.0))  # open: a move to full width
+    for _ in range(10):
+        bridge.tick(render=False)
+    assert bridge.last_obs.gripper.width > 0.075
+    assert not bridge.on_gripper_command(f.make("std_msgs/msg/Float32", data=2.0))
+
+
 def test_bridge_keeps_sim_time_monotonic_across_episodes(bridge):
     bridge.reset()
     for _ in range(5):

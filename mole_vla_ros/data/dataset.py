@@ -803,6 +803,11 @@ class TrainingDataset:
         shard, row = self._locate(index)
         return self._handle(shard).get_slice(key)[row : row + 1][0]
 
+    def iter_column(self, key: str):
+        """A stored column shard by shard (bounded memory for images): yields numpy arrays in sample order."""
+        for i in range(len(self.files)):
+            yield self._handle(i).get_tensor(key)
+
     def column(self, key: str) -> np.ndarray:
         """A whole stored column of this split (e.g. 'episode_index'); images can be large."""
         if not self.files:

@@ -289,6 +289,8 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
         out_dir = Path(opts.out)
         out_dir.mkdir(parents=True, exist_ok=True)
         writer = _open_writer(out_dir / "bag", bag, names, settings, opts) if opts.write_bag else None
+        if writer is not None:
+            adaptations.extend(f"input topic {t} not copied ({why})" for t, why in writer.skipped.items())
         try:
             state = _Loop(opts, settings, bag, plan, io, runtime, timed, writer, names, wall)
             t0 = time.perf_counter()

@@ -56,20 +56,31 @@ class OutputBag:
         self._connections: dict[str, Any] = {}
         self.counts: Counter[str] = Counter()
         self.types: dict[str, str] = {}
+        # input topics that cannot be copied: no definition in the bag nor in the type store -> reason
+        self.skipped: dict[str, str] = {}
 
-    def copy_connection(self, conn: Any) -> None:
-        """Register input connection `conn` (same topic, type, definition and QoS) for `write_raw`."""
-        if conn.topic in self._connections:
-            return
+    def copy_connection(self, conn: Any) -> bool:
+        """Register input connection `conn` (same topic, type, definition and QoS) for `write_raw`.
+
+        Returns False (and records the topic in `skipped`) when neither the bag nor the type store defines its
+        type: a message without its definition would make the output bag unplayable (Humble sqlite3 bags store
+        no definitions)."""
+        if conn.topic in self._connections or conn.topic in self.skipped:
+            return conn.topic in self._connections
         qos = list(getattr(conn.ext, "offered_qos_profiles", []) or [])
         msgdef = getattr(conn, "msgdef", None)
         kwargs: dict[str, Any] = {"offered_qos_profiles": qos}
         if msgdef is not None and getattr(msgdef, "data", "") and conn.digest:
             kwargs.update(msgdef=msgdef.data, rihs01=conn.digest)
-        else:
+        elif conn.msgtype in self.typestore.types:
             kwargs["typestore"] = self.typestore
+        else:
+            self.skipped[conn.topic] = f"{conn.msgtype}: no message definition in the bag or the type store"
+            log.warning("input topic %s (%s) is not copied: its message definition is unknown", conn.topic, conn.msgtype)
+            return False
         self._connections[conn.topic] = self._writer.add_connection(conn.topic, conn.msgtype, **kwargs)
         self.types[conn.topic] = conn.msgtype
+        return True
 
     def add_topic(self, topic: str, msgtype: str, transient_local: bool = False) -> None:
         """Register an output topic of `msgtype` (a type the project's type store knows)."""
@@ -87,7 +98,10 @@ class OutputBag:
         self.types[topic] = msgtype
 
     def write_raw(self, topic: str, t_ns: int, data: bytes | memoryview) -> None:
-        self._writer.write(self._connections[topic], int(t_ns), data)
+        conn = self._connections.get(topic)
+        if conn is None:  # a skipped topic
+            return
+        self._writer.write(conn, int(t_ns), data)
         self.counts[topic] += 1
 
     def write(self, topic: str, msg: Any, t_ns: int) -> None:

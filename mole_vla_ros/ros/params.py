@@ -119,6 +119,8 @@ class NodeConfig:
     diagnostics_period_s: float = 1.0
     # newest predicted chunk is re-published to RViz at most this often (Hz)
     visualization_rate_hz: float = 10.0
+    # FrankaRobotState arrives at 1 kHz; the robot-mode interlock decodes at most this many per second (Hz)
+    robot_state_rate_hz: float = 50.0
     # once at start-up, compare the EE pose topic with TF base_frame -> ee_frame; a mismatch above these (m, rad)
     # means a wrong frames.ee_frame (flange vs hand TCP is 10 cm) or base frame: logged and shown in diagnostics
     tf_check_tolerance: tuple[float, float] = (0.01, 0.05)
@@ -129,7 +131,7 @@ class NodeConfig:
             raise ValueError(
                 f"tf_check_tolerance must be [metres > 0, radians > 0], got {list(self.tf_check_tolerance)}"
             )
-        for name in ("diagnostics_period_s", "visualization_rate_hz"):
+        for name in ("diagnostics_period_s", "visualization_rate_hz", "robot_state_rate_hz"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value <= 0:
                 raise ValueError(f"{name} must be a number > 0, got {value!r}")

@@ -145,6 +145,7 @@ class PolicyNodeShell:
         self.factory = factory
         cfg, ncfg = settings.runtime, settings.node
         self.robot = describe(cfg.frames.robot_type)
+        self.wall_clock = time.monotonic  # decimation of 1 kHz inputs (replaceable in tests)
         self.input_errors: Counter[str] = Counter()
         self.gripper_events: Counter[str] = Counter()
         self._last_diagnostics = None
@@ -284,9 +285,15 @@ class PolicyNodeShell:
                     ) from None
                 self.log.warn("franka_msgs is not installed: robot-mode interlock inactive (topics.robot_state)")
             else:
+                # 1 kHz of a ~3 kB message: decoding each one in Python would cost a large share of a core on the
+                # robot PC (libfranka then misses its 1 ms deadlines). Take the bytes raw and decode at most
+                # robot_state_rate_hz of them; a blocking robot mode lasts far longer than that period.
+                self._robot_state_cls = FrankaRobotState
+                self._robot_state_period = 1.0 / self.settings.node.robot_state_rate_hz
+                self._robot_state_last = -float("inf")
                 self.subs.append(
                     self.node.create_subscription(
-                        FrankaRobotState, topics.robot_state, self._on_robot_state, profile("state")
+                        FrankaRobotState, topics.robot_state, self._on_robot_state_raw, profile("state"), raw=True
                     )
                 )
         self.subs.append(
@@ -411,6 +418,15 @@ class PolicyNodeShell:
                 f"{what} is expressed in frame {frame_id!r} but frames.base_frame is {base!r}; set frames.base_frame "
                 "or publish the pose in the base frame"
             )
+
+    def _on_robot_state_raw(self, data: bytes) -> None:
+        t = self.wall_clock()
+        if t - self._robot_state_last < self._robot_state_period:
+            return
+        self._robot_state_last = t
+        from rclpy.serialization import deserialize_message
+
+        self._on_robot_state(deserialize_message(data, self._robot_state_cls))
 
     def _on_robot_state(self, msg: Any) -> None:
         self.runtime.on_robot_mode(conv.robot_mode_name(msg))

@@ -18,6 +18,7 @@ Subscribed / served:
     cartesian_impedance_controller/target_pose     geometry_msgs/PoseStamped target of fr3_hand_tcp
     fr3_arm_controller/joint_trajectory            trajectory_msgs/JointTrajectory
     franka_gripper/move, franka_gripper/grasp      franka_msgs actions (when franka_msgs is installed)
+    teleop/target_pose, teleop/gripper             a teleop device's commands (follow_teleop), Float32 1 = open
     ~/reset                                        std_srvs/Trigger: next episode (next seed)
 """
 
@@ -38,6 +39,7 @@ PARAMETERS: dict[str, tuple[object, str]] = {
     "realtime_factor": (1.0, "sim seconds per wall second; the sim never runs faster than this"),
     "auto_reset": (True, "start the next episode after success (plus 1 s) or after the task's time limit"),
     "publish_clock": (True, "publish /clock from sim time (other nodes then run with use_sim_time:=true)"),
+    "follow_teleop": (True, "also obey teleop/target_pose and teleop/gripper (drive or record the sim by hand)"),
     "publish_tf": (True, "publish /tf fr3_link0 -> fr3_hand (false when robot_state_publisher runs)"),
 }
 
@@ -118,6 +120,19 @@ def main(args=None) -> None:
                 self.bridge.on_joint_trajectory,
                 profile("command"),
             )
+            if bool(p["follow_teleop"]):
+                self.create_subscription(
+                    cls("geometry_msgs/msg/PoseStamped"),
+                    Topics.TELEOP_TARGET_POSE,
+                    self.bridge.on_target_pose,
+                    profile("command"),
+                )
+                self.create_subscription(
+                    cls("std_msgs/msg/Float32"),
+                    Topics.TELEOP_GRIPPER,
+                    self.bridge.on_gripper_command,
+                    profile("command"),
+                )
             from std_srvs.srv import Trigger
 
             self.create_service(Trigger, "~/reset", self._on_reset)

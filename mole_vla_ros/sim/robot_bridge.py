@@ -10,6 +10,8 @@ Commands understood (what the policy node sends):
 - `fr3_arm_controller/joint_trajectory` (JointTrajectory): the point due now (by `time_from_start` after the
   header stamp; the last point once all are due) becomes the joint target.
 - franka_gripper `move` (width, speed) and `grasp` (width, speed, force) goals.
+- `teleop/target_pose` + `teleop/gripper` (std_msgs/Float32, 1 = open): what a teleop device publishes, so the sim
+  can be driven by hand and recorded by the recorder node exactly like the real robot.
 """
 
 from __future__ import annotations
@@ -38,7 +40,8 @@ class SimRobotBridge:
         self.publish_tf = publish_tf
         self.episode = 0
         self._trajectory: tuple[float, list[float], list[np.ndarray]] | None = None
-        self.commands_received = {"pose": 0, "joint_trajectory": 0, "move": 0, "grasp": 0}
+        self.commands_received = {"pose": 0, "joint_trajectory": 0, "move": 0, "grasp": 0, "gripper_command": 0}
+        self._gripper_command: float | None = None
         self.rejected: dict[str, int] = {}
         self.last_obs = None
 
@@ -51,6 +54,7 @@ class SimRobotBridge:
         start = self.sim.time + self.sim.config.control_dt if self.episode else 0.0
         self.episode += 1
         self._trajectory = None
+        self._gripper_command = None
         self.last_obs = self.sim.reset(seed, start_time=start)
         log.info("sim episode %d (seed %d): %r", self.episode, seed, self.sim.instruction)
         return [self.builder.instruction(self.sim.instruction, self.sim.time), self.builder.tf_static(self.sim.time)]
@@ -115,6 +119,18 @@ class SimRobotBridge:
             self._reject("grasp", exc)
             return False
         self.commands_received["grasp"] += 1
+        return True
+
+    def on_gripper_command(self, msg: Any) -> bool:
+        """std_msgs/Float32 in [0, 1] (1 = open): a grasp when it crosses to closed, a move to open when it opens."""
+        value = float(msg.data)
+        if not 0.0 <= value <= 1.0:
+            self._reject("gripper_command", ValueError(f"gripper command {value} is outside [0, 1] (1 = open)"))
+            return False
+        from mole_vla_ros.sim.record import apply_gripper
+
+        self._gripper_command = apply_gripper(self.sim, value, self._gripper_command)
+        self.commands_received["gripper_command"] += 1
         return True
 
     def _trajectory_target(self, now: float) -> np.ndarray | None:
