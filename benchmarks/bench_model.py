@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
+import os
 import statistics
 import sys
 import time
@@ -132,6 +133,8 @@ def bench_preset(name: str, args, device: torch.device, dtype: torch.dtype) -> d
         "device": str(device),
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
+        # a shared machine's load explains noisy medians; recorded, not corrected for
+        "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
         "build_s": build_s,
         "num_layers": n,
         "seq_len": seq_len,
@@ -149,7 +152,7 @@ def print_table(res: dict) -> None:
     full = ms[n]
     print(
         f"\n## {res['preset']}  ({res['device']}, {res['dtype']}, {res['threads']} threads, batch {res['batch']}, "
-        f"L={res['seq_len']} tokens, N={n}, median of {res['repeats']})"
+        f"L={res['seq_len']} tokens, N={n}, median of {res['repeats']}, load average {res['loadavg_1min']})"
     )
     head = (
         f"{'k':>3} | {'vision':>8} {'proj':>7} {'router':>7} {'llm':>9} {'action':>8} {'e2e':>9} ms | "

@@ -29,7 +29,7 @@ from mole_vla_ros.interfaces import PolicyOutput
 from mole_vla_ros.replay.engine import ReplayOptions, run_replay
 
 ROOT = Path(__file__).resolve().parent.parent
-PHASES = ("read", "decode", "dispatch", "control", "markers", "diagnostics", "write")
+PHASES = ("read", "decode", "dispatch", "runtime", "messages", "markers", "diagnostics", "write")
 
 
 class ConstantPolicy:
@@ -68,7 +68,7 @@ def _measure(bag: Path, out: Path, repeats: int, write_bag: bool, checkpoint: st
         rows.append(
             {
                 "steps_per_s": r.control_steps / loop,
-                "realtime": r.bag_info["duration_s"] / loop,
+                "realtime": r.bag_info["replayed_s"] / loop,
                 "model_ms_per_call": 1e3 * statistics.median(r.model_calls_s) if r.model_calls_s else 0.0,
                 "outside_share": (loop - model) / loop,
                 "overhead_s": loop - model,

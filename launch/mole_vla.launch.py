@@ -11,11 +11,10 @@ call to the node's enable service: `ros2 service call /mole_vla_policy/enable st
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 PACKAGE = "mole_vla_ros"
 EXECUTABLE = "mole_vla_policy"

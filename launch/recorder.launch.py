@@ -12,11 +12,10 @@ What is recorded (topics, QoS, expected rates, cameras) is set in config_file (c
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 PACKAGE = "mole_vla_ros"
 EXECUTABLE = "mole_vla_recorder"

@@ -11,11 +11,10 @@ ROS 2 use `mole-vla replay BAG` (same runtime core, same parameter file).
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, ExecuteProcess, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 PACKAGE = "mole_vla_ros"
 EXECUTABLE = "mole_vla_policy"

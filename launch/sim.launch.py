@@ -13,11 +13,10 @@ robot, nothing moves until the enable service is called (dry_run:=true keeps it 
 import os
 
 from ament_index_python.packages import get_package_share_directory
+from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
-
-from launch import LaunchDescription
 
 PACKAGE = "mole_vla_ros"
 SIM_EXECUTABLE = "mole_vla_sim_robot"

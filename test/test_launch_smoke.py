@@ -19,11 +19,10 @@ pytest.importorskip("launch_ros")
 rclpy = pytest.importorskip("rclpy")
 pytest.importorskip("diagnostic_msgs")
 
+import launch  # noqa: E402
 import launch_ros.actions  # noqa: E402
 import launch_testing.actions  # noqa: E402
 import launch_testing.asserts  # noqa: E402
-
-import launch  # noqa: E402
 
 pytestmark = pytest.mark.ros
 

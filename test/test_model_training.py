@@ -11,6 +11,15 @@ from mole_vla_ros.model.configuration import ActionHeadConfig, MoLeVLAConfig
 from mole_vla_ros.model.modeling import build_model
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # the 2 shared CI cores are oversubscribed; spinning intra-op threads make small backward passes 50x slower
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)
+
+
 def tiny(seed=0, **overrides):
     torch.manual_seed(seed)
     return build_model(MoLeVLAConfig.preset("tiny", **overrides))
@@ -216,13 +225,16 @@ def test_diffusion_head_learns_a_fixed_chunk():
     )
     target = torch.linspace(-0.8, 0.8, 16 * 7).reshape(1, 16, 7)
     cond = torch.ones(1, 8)
-    opt = torch.optim.AdamW(head.parameters(), lr=2e-3)
+    opt = torch.optim.AdamW(head.parameters(), lr=3e-3)
     head.train()
-    for step in range(400):
+    for step in range(150):
         loss = head.loss(target.repeat(8, 1, 1), cond.repeat(8, 1), generator=torch.Generator().manual_seed(step))
         opt.zero_grad()
         loss.backward()
         opt.step()
     head.eval()
-    sample = head.sample(cond, generator=torch.Generator().manual_seed(0), cfg_scale=1.0)
-    assert (sample - target).abs().mean() < 0.15  # the untrained head is off by 0.96
+    errors = [
+        (head.sample(cond, generator=torch.Generator().manual_seed(s), cfg_scale=1.0) - target).abs().mean()
+        for s in range(3)
+    ]
+    assert sum(errors) / 3 < 0.15  # the untrained head is off by 0.96

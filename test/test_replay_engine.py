@@ -123,6 +123,9 @@ def test_output_bag_reads_back_with_the_independent_mcap_reader(replayed, bag):
     assert line_strip and len(line_strip[0].points) == 16  # the first chunk's 16 predicted positions
     layers = [d for t, s, _, _, d in messages if t == "/mole_vla_policy/active_layers"]
     assert all(len(m.data) == 4 and list(m.data) == sorted(m.data) for m in layers)
+    # the router's softmax over the 8 layers reaches the bag (not a 0/1 placeholder)
+    probs = [d for t, s, _, _, d in messages if t == "/mole_vla_policy/layer_probs"]
+    assert all(len(m.data) == 8 and abs(sum(m.data) - 1.0) < 1e-4 and 0 < min(m.data) for m in probs)
     cmd = next(d for t, s, _, _, d in messages if t == "/replay/cartesian_impedance_controller/target_pose")
     q = cmd.pose.orientation
     assert abs(q.x**2 + q.y**2 + q.z**2 + q.w**2 - 1.0) < 1e-6
@@ -238,7 +241,13 @@ def test_cli_replay_and_demo_print_the_report(tmp_path, bag, checkpoint, capsys)
     assert demo(tmp_path, tmp_path / "models" / "default", bag, out=tmp_path / "demo") == 0
     text = capsys.readouterr().out
     assert "no trained default model yet" in text and UNTRAINED_LABEL in text
-    for name in ("report.json", "report.md", "plots/path.png", "bag/metadata.yaml", "untrained_tiny_model/MODEL_CARD.md"):
+    for name in (
+        "report.json",
+        "report.md",
+        "plots/path.png",
+        "bag/metadata.yaml",
+        "untrained_tiny_model/MODEL_CARD.md",
+    ):
         assert (tmp_path / "demo" / name).is_file(), name
 
 
@@ -256,3 +265,24 @@ def test_humble_sqlite3_bag_with_an_undefined_message_type(tmp_path, checkpoint)
     assert copied.output_counts["/acme/status"] == copied.bag_info["topics"]["/acme/status"]["count"] == 11
     statuses = [d for t, _, _, _, d in _read_mcap(tmp_path / "o2" / "bag") if t == "/acme/status"]
     assert statuses[-1].note == "synthetic"
+
+
+def test_a_slice_of_the_bag(tmp_path, bag, checkpoint, capsys):
+    from mole_vla_ros.cli import main
+    from mole_vla_ros.replay.errors import ReplayError
+
+    result = run_replay(
+        ReplayOptions(
+            bag=bag, out=tmp_path / "o", checkpoint=str(checkpoint), start_s=0.5, duration_s=1.0, progress=False
+        )
+    )
+    assert result.bag_info["replayed_s"] == pytest.approx(1.0)
+    assert result.control_steps == math.floor((1.0 + 0.1 + 0.1) * 100 + 1e-6)
+    # inputs inside [0.5 s, 1.5 s] only: 10 Hz cameras -> 11 frames each
+    assert result.output_counts["/camera/scene/image_raw"] == 11
+    assert result.chunks and min(c.obs_stamp for c in result.chunks) >= result.start_s - 1e-9
+    assert result.instruction == "pick up the red cube"  # the latched instruction from before the slice
+    with pytest.raises(ReplayError, match="past the end"):
+        run_replay(ReplayOptions(bag=bag, out=tmp_path / "p", checkpoint=str(checkpoint), start_s=99.0))
+    assert main(["replay", str(bag), "--duration", "-1", "--out", str(tmp_path / "q")]) == 2
+    assert "--duration must be" in capsys.readouterr().out

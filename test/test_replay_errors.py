@@ -170,3 +170,15 @@ def test_bad_cli_values(tmp_path, capsys):
 def test_replay_error_is_a_value_error():
     # callers that only know "bad input" (ValueError) still catch every replay error
     assert issubclass(ReplayError, ValueError) and issubclass(BagNotFoundError, FileNotFoundError)
+
+
+def test_bag_without_messages(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from mole_vla_ros.data.typestore import get_typestore
+
+    path = tmp_path / "empty_bag"
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        w.add_connection("/joint_states", "sensor_msgs/msg/JointState", typestore=get_typestore())
+    with pytest.raises(MissingTopicsError, match="holds no messages"):
+        _replay(path, tmp_path)

@@ -204,3 +204,67 @@ def test_shipped_params_file_loads_through_rcl(tmp_path):
             node.destroy_node()
     finally:
         rclpy.try_shutdown()
+
+
+def _run_main(args: list[str], until: str | None = None, timeout: float = 120.0):
+    """Run the console-script entry point in a subprocess; with `until`, SIGINT it once that text was logged."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    code = "import sys; from mole_vla_ros.ros.policy_node import main; sys.exit(main(sys.argv[1:]))"
+    env = {**os.environ, "PYTHONPATH": f"{root}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
+    proc = subprocess.Popen(
+        [sys.executable, "-c", code, *args], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env
+    )
+    lines = []
+    deadline = time.monotonic() + timeout
+    try:
+        for line in proc.stdout:
+            lines.append(line)
+            if until and until in line:
+                proc.send_signal(signal.SIGINT)
+                break
+            if time.monotonic() > deadline:
+                break
+        rest, _ = proc.communicate(timeout=30)
+        lines.append(rest or "")
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    return proc.returncode, "".join(lines)
+
+
+def test_main_refuses_invalid_parameters_with_exit_code_2():
+    # ("yes" would not do: ROS parses it as YAML 1.1, i.e. the boolean true)
+    rc, out = _run_main(["--ros-args", "-p", "safety.dry_run:=maybe"])
+    assert rc == 2, out
+    assert "refusing to start" in out and "safety.dry_run" in out
+
+
+def test_main_without_a_checkpoint_says_what_to_pass(tmp_path):
+    rc, out = _run_main(["--ros-args", "-p", f"policy.checkpoint:={tmp_path / 'missing'}"])
+    assert rc == 2 and "is not a directory" in out, out
+
+
+def test_main_starts_with_a_checkpoint_and_stops_cleanly(tmp_path):
+    pytest.importorskip("torch")
+    import torch
+
+    from mole_vla_ros.model.checkpoint import save_checkpoint
+    from mole_vla_ros.model.configuration import MoLeVLAConfig
+    from mole_vla_ros.model.modeling import build_model
+    from mole_vla_ros.model.normalization import ActionNormalizer
+
+    torch.manual_seed(0)
+    ckpt = tmp_path / "tiny"
+    save_checkpoint(
+        str(ckpt), build_model(MoLeVLAConfig.preset("tiny", camera_names=("front",))), ActionNormalizer.identity(7)
+    )
+    args = ["--ros-args", "-p", f"policy.checkpoint:={ckpt}", "-p", "policy.device:=cpu"]
+    rc, out = _run_main(args, until="ready:")
+    assert "ready:" in out and "DRY RUN" in out, out
+    assert rc == 0, out

@@ -59,6 +59,7 @@ def test_round_trip_nested_flat_and_yaml(tmp_path):
         ({"observation": {"camera_names": []}}, "camera_names must be non-empty"),
         ({"scheduling": {"execute_horizon": 2.5}}, "must be an integer"),
         ({"gripper": {"open_width": 0.12}}, r"open_width must be in \(0, 0.08\]"),
+        ({"trajectory": {"command_rate_hz": 10.0}}, "below what one sample may legitimately move"),
     ],
 )
 def test_bad_values_are_rejected_with_a_sentence(data, message):

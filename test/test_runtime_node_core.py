@@ -5,6 +5,7 @@ sample; the safety tests show the commanded pose holds on watchdog, dry run, dis
 inference errors and late inference.
 """
 
+import itertools
 import threading
 import time
 
@@ -191,6 +192,7 @@ def test_motion_reaches_the_policy_target():
     np.testing.assert_allclose(chunk.layer_probs, [0.5, 0.5, 0.0])
     d = outs[-1].diagnostics
     assert d.state == "running" and d.active_layers == (0, 2) and d.latency_ms["step/median"] > 0
+    assert d.summary().startswith("running (LIVE enabled) step ") and "rejected: none" in d.summary()
 
 
 # -- safety paths: the commanded pose holds ---------------------------------------------------------------------------
@@ -313,8 +315,7 @@ def test_enable_refused_outside_the_workspace_and_before_a_pose():
 # -- executors, determinism, warm-up ---------------------------------------------------------------------------------
 def test_thread_executor_runs_inference_off_the_caller_thread():
     policy = ScriptedPolicy(line_to([0.5, 0.0, 0.4]))
-    rt = make_runtime(policy, executor="thread", scheduling={"warmup_steps": 1})
-    try:
+    with make_runtime(policy, executor="thread", scheduling={"warmup_steps": 1}) as rt:
         robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
         deadline = time.monotonic() + 10.0
         while rt.counters["chunks/accepted"] == 0 and time.monotonic() < deadline:
@@ -323,8 +324,7 @@ def test_thread_executor_runs_inference_off_the_caller_thread():
         assert rt.counters["chunks/accepted"] >= 1
         assert threading.get_ident() not in policy.threads
         assert rt.ready
-    finally:
-        rt.close()
+    assert rt._pool._shutdown
 
 
 def test_inline_replays_with_the_same_seed_are_identical():
@@ -483,3 +483,107 @@ def test_ee_pose_from_forward_kinematics_and_a_panda():
     cmds = commanded(outs)
     assert cmds and cmds[0].frame_id == "panda_link0"
     np.testing.assert_allclose(cmds[0].pose.position, kin.fk(READY_Q).position, atol=1e-3)
+
+
+def test_joint_mode_brakes_before_an_unreachable_target_and_never_jumps():
+    # inside the workspace box but ~0.93 m from the base axis with the hand pointing down: out of the arm's reach
+    policy = ScriptedPolicy(line_to([0.8, 0.45, 0.05]))
+    rt = make_runtime(policy, output_mode="joint_trajectory")
+    kin = FrankaKinematics()
+    robot = Robot(rt, kin.fk(READY_Q), q=READY_Q)
+    robot.run(0.2)
+    assert rt.enable() == ""
+    outs = robot.run(6.0)
+    rejected = outs[-1].diagnostics.rejections()
+    assert any(r.startswith("ik_") for r in rejected), rejected
+    cmds = [o.joint_command for o in outs if o.joint_command is not None]
+    lim = describe("fr3").limits
+    v_lim = lim.qd_max * rt.config.ik.velocity_fraction
+    for prev, cur in itertools.pairwise(cmds):
+        assert np.all(cur.positions >= lim.q_min) and np.all(cur.positions <= lim.q_max)
+        # consecutive messages continue each other: the commanded joints never jump between messages
+        assert np.all(np.abs(cur.positions[0] - prev.positions[0]) <= v_lim * (cur.stamp - prev.stamp) * 2 + 1e-6)
+    final = kin.fk(cmds[-1].positions[-1])
+    assert np.linalg.norm(final.position - [0.8, 0.45, 0.05]) > 0.05  # it stopped short, as it must
+    check_limits([o.preview for o in outs if o.preview is not None], rt.config)
+
+
+@settings(max_examples=6, deadline=None)
+@given(
+    seed=st.integers(0, 2**16),
+    latency=st.floats(0.0, 0.3),
+    robot_type=st.sampled_from(["fr3", "panda"]),
+)
+def test_joint_trajectories_stay_in_joint_limits_and_continue_each_other(seed, latency, robot_type):
+    rng = np.random.default_rng(seed)
+
+    def random_chunk(call, inp):
+        a = np.zeros((16, 7))
+        a[:, :3] = rng.uniform([0.3, -0.3, 0.1], [0.75, 0.3, 0.7])  # anywhere in the box, reachable or not
+        a[:, 3:6] = np.array([np.pi, 0.0, 0.0]) + rng.normal(0, 0.3, 3)
+        a[:, 6] = 1.0
+        return a
+
+    names = describe(robot_type).arm_joint_names
+    cfg = RuntimeConfig.from_dict(
+        {
+            "frames": {"robot_type": robot_type},
+            "safety": {"dry_run": False},
+            "scheduling": {"simulated_latency_s": latency},
+            "output_mode": "joint_trajectory",
+        }
+    )
+    rt = PolicyRuntime(cfg, ScriptedPolicy(random_chunk), executor="inline")
+    kin = FrankaKinematics(robot_type)
+    q = READY_Q.copy()
+    t, outs = 0.0, []
+    for i in range(250):
+        t = round(t + DT, 9)
+        if i % 3 == 0:
+            rt.on_camera(CameraFrame("front", t, np.zeros((16, 16, 3), np.uint8)))
+        rt.on_ee_pose(PoseSample(t, kin.fk(q), f"{robot_type}_link0"))
+        rt.on_joint_state(JointStateSample(t, names, q))
+        if i == 20:
+            assert rt.enable() == ""
+        out = rt.step(t)
+        if out.joint_command is not None:
+            q = out.joint_command.positions[0]  # the arm follows the commanded joint trajectory
+        outs.append(out)
+    cmds = [o.joint_command for o in outs if o.joint_command is not None]
+    lim = describe(robot_type).limits
+    v_lim = lim.qd_max * cfg.ik.velocity_fraction
+    assert len(cmds) > 40
+    for prev, cur in itertools.pairwise(cmds):
+        assert np.all(cur.positions >= lim.q_min) and np.all(cur.positions <= lim.q_max)
+        assert np.all(np.abs(cur.velocities) <= v_lim + 1e-9)
+        assert np.all(np.abs(cur.positions[0] - prev.positions[0]) <= v_lim * (cur.stamp - prev.stamp) * 2 + 1e-6)
+    check_limits([o.preview for o in outs[20:] if o.preview is not None], cfg)
+
+
+def test_reset_episode_restarts_at_the_measured_pose_on_a_new_clock():
+    policy = ScriptedPolicy(line_to([0.5, 0.0, 0.4]))
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    robot.run(2.0)
+    rt.reset_episode()  # new episode: the simulator clock restarts at 0
+    robot.t = 0.0
+    robot.pose = Pose([0.45, 0.1, 0.4], DOWN)
+    outs = robot.run(2.0)
+    cmds = commanded(outs)
+    # the new episode starts where the arm now is (no jump back to the old commanded pose), on the new clock
+    assert np.linalg.norm(cmds[0].pose.position - [0.45, 0.1, 0.4]) < 1e-3
+    assert cmds[-1].stamp == pytest.approx(2.0)
+    check_limits(cmds, rt.config)
+    np.testing.assert_allclose(robot.pose.position, [0.5, 0.0, 0.4], atol=1e-3)
+
+
+def test_clock_going_back_without_reset_does_not_freeze_the_tracker():
+    policy = ScriptedPolicy(line_to([0.4, 0.0, 0.4]))
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(1.0)
+    rt.step(0.5)  # a bag loop: time jumps back
+    assert rt.counters["tracker/clock_jumps"] == 1
+    assert rt.tracker.state.stamp == pytest.approx(0.5)

@@ -2,6 +2,8 @@
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mole_vla_ros.interfaces import CameraFrame, GripperSample, JointStateSample, Pose, PoseSample
 from mole_vla_ros.robot.franka import READY_Q, describe
@@ -120,3 +122,36 @@ def test_gripper_min_interval_delays_but_does_not_lose_a_change():
     assert g.update(1.0, 10.5) is None  # too soon after the last command
     late = g.update(1.0, 11.1)
     assert late is not None and late.open
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    jitter=st.lists(st.floats(-0.015, 0.015), min_size=40, max_size=40),
+    cam_offset=st.floats(-0.03, 0.03),
+    now_delay=st.floats(0.0, 0.4),
+)
+def test_any_observation_returned_is_within_tolerance_and_fresh(jitter, cam_offset, now_delay):
+    sync = make_sync()
+    for k in range(40):  # 100 Hz EE pose; x encodes the stamp
+        t = 1.0 + 0.01 * k
+        sync.add_ee_pose(PoseSample(t, pose_at(t), "fr3_link0"))
+    for k in range(12):  # two 30 Hz cameras, the second offset and jittered
+        t = 1.0 + k / 30
+        sync.add_camera(CameraFrame("front", t, IMG))
+        sync.add_camera(CameraFrame("wrist", t + cam_offset + jitter[k], IMG))
+    now = 1.0 + 11 / 30 + now_delay
+    obs, why = sync.latest(now)
+    tol = sync.config.sync_tolerance_s
+    if obs is None:
+        assert why in ("unsynced", "stale")
+        return
+    stamps = [*obs.camera_stamps.values(), obs.ee_stamp]
+    assert max(stamps) - min(stamps) <= 2 * tol + 1e-12
+    assert abs(obs.camera_stamps["wrist"] - obs.camera_stamps["front"]) <= tol + 1e-12
+    assert now - obs.stamp <= sync.config.max_age_s
+    # the interpolated EE pose is the one at the reference camera's stamp (x encodes time in this fixture)
+    assert obs.ee_pose.position[0] == pytest.approx(obs.ee_stamp, abs=1e-9)
+    # no newer front frame would have had a partner: the newest synchronisable set is returned
+    newer = [t for t in sync.cameras["front"].stamps if t > obs.camera_stamps["front"]]
+    for t in newer:
+        assert sync.cameras["wrist"].nearest(t, tol) is None

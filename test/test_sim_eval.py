@@ -50,7 +50,8 @@ def test_scripted_policy_succeeds_through_the_runtime_core(pick_sim):
     assert {o.instruction for o in result.outcomes} == {"pick up the red cube", "pick up the green cube"}
     assert result.inferences > 10  # re-planned many times in closed loop, not one open-loop chunk
     assert result.ci_low == pytest.approx(wilson_interval(2, 2)[0])
-    assert "scripted" in format_table([result])
+    assert result.by_instruction() == {"pick up the green cube": (1, 1), "pick up the red cube": (1, 1)}
+    assert "'pick up the red cube' 1/1" in format_table([result])
 
 
 def test_the_instruction_decides_the_outcome(pick_sim):
@@ -114,6 +115,13 @@ def test_bad_settings_are_rejected_with_the_fix():
         EvalSettings(task="pick", sim=SimConfig(render=False))
     with pytest.raises(ValueError, match="unknown task"):
         EvalSettings(task="lift")
+
+
+def test_a_policy_needing_cameras_the_sim_lacks_is_refused(pick_sim):
+    policy = ScriptedPolicy(pick_sim)
+    policy.camera_names = ("front", "wrist")
+    with pytest.raises(ValueError, match=r"no \['front'\]"):
+        sim_runtime_config(EvalSettings(task="pick", sim=SIM), policy)
 
 
 def test_cli_eval_with_the_scripted_policy(capsys):

@@ -138,13 +138,22 @@ class InputBag:
     def duration_s(self) -> float:
         return max(0.0, (self.end_ns - self.start_ns) * 1e-9)
 
-    def messages(self, topics: Iterable[str] | None = None) -> Iterator[tuple[Any, int, bytes]]:
-        """(connection, log_time_ns, raw CDR bytes) in log-time order, for `topics` (all when None).
+    def messages(
+        self, topics: Iterable[str] | None = None, start_ns: int | None = None, stop_ns: int | None = None
+    ) -> Iterator[tuple[Any, int, bytes]]:
+        """(connection, log_time_ns, raw CDR bytes) in log-time order, for `topics` (all when None), with log time
+        in [start_ns, stop_ns) when given.
 
         A damaged chunk in the middle of the file raises CorruptBagError naming where reading stopped."""
-        conns = self.connections if topics is None else [c for c in self.connections if c.topic in set(topics)]
+        if topics is None:
+            conns = self.connections
+        else:
+            wanted = set(topics)
+            conns = [c for c in self.connections if c.topic in wanted]
+            if not conns:
+                return
         last_t = self.start_ns
-        it = self._reader.messages(connections=conns)
+        it = self._reader.messages(connections=conns, start=start_ns, stop=stop_ns)
         while True:
             try:
                 item = next(it)

@@ -73,6 +73,8 @@ def run(args) -> int:
             enable=not args.no_enable,
             device=args.device or "",
             progress=not args.no_progress,
+            start_s=args.start,
+            duration_s=args.duration,
         )
         execute(opts, label=_label_for(opts.checkpoint), plots=not args.no_plots)
     except ReplayError as exc:
@@ -132,6 +134,8 @@ def register(sub) -> None:
     )
     p.add_argument("--namespace", default="", help="robot namespace of the bag's topics (e.g. fr3)")
     p.add_argument("--camera", action="append", default=[], metavar="NAME=TOPIC", help="camera topic (repeatable)")
+    p.add_argument("--start", type=float, default=0.0, help="seconds into the bag where the replay starts")
+    p.add_argument("--duration", type=float, default=0.0, help="seconds to replay (default: to the end)")
     p.add_argument("--device", default="", help="torch device (default: policy.device of the parameters)")
     p.add_argument("--dry-run", action="store_true", help="keep the parameters' dry run: previews only, no commands")
     p.add_argument("--no-enable", action="store_true", help="never enable the runtime (as if nobody called ~/enable)")

@@ -32,7 +32,7 @@ import numpy as np
 
 from mole_vla_ros.interfaces import Policy, PolicyInput, PolicyOutput
 from mole_vla_ros.replay.bag import InputBag
-from mole_vla_ros.replay.errors import ImageEncodingError, ReplayError
+from mole_vla_ros.replay.errors import ImageEncodingError, MissingTopicsError, ReplayError
 from mole_vla_ros.replay.metrics import RecordedMotion
 from mole_vla_ros.replay.node_io import NodeIO
 from mole_vla_ros.replay.topics import InputPlan, OutputTopics, output_topics, plan_inputs
@@ -63,8 +63,15 @@ class ReplayOptions:
     device: str = ""
     progress: bool = True
     write_bag: bool = True
+    start_s: float = 0.0  # seconds after the bag's first message where the replay starts
+    duration_s: float = 0.0  # seconds to replay from there; 0 = to the end
 
     def __post_init__(self):
+        for name in ("start_s", "duration_s"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+                flag = "--start" if name == "start_s" else "--duration"
+                raise ReplayError(f"{flag} must be a number of seconds >= 0, got {value!r}")
         if self.seed is not None and (not isinstance(self.seed, int) or self.seed < 0):
             raise ReplayError(f"--seed must be an integer >= 0, got {self.seed!r}")
         if self.active_layers is not None and (not isinstance(self.active_layers, int) or self.active_layers < 1):
@@ -231,6 +238,10 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
     t_start = time.perf_counter()
     bag = InputBag(opts.bag)
     try:
+        if bag.message_count == 0:
+            raise MissingTopicsError(f"bag {str(bag.path)!r} holds no messages:\n{bag.describe()}")
+        if opts.start_s >= bag.duration_s and opts.start_s > 0:
+            raise ReplayError(f"--start {opts.start_s} s is past the end of the bag ({bag.duration_s:.2f} s long)")
         settings, params_path, adaptations = _settings(opts)
         t0 = time.perf_counter()
         if policy is None:
@@ -300,7 +311,7 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
             if writer is not None:
                 t0 = time.perf_counter()
                 writer.close()
-                wall["write"] += time.perf_counter() - t0
+                wall["close_bag"] = time.perf_counter() - t0
         wall["total"] = time.perf_counter() - t_start
         bag_info = {
             "path": str(bag.requested_path),
@@ -308,6 +319,8 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
             "storage": bag.storage,
             "metadata_version": bag.metadata_version,
             "duration_s": bag.duration_s,
+            "replayed_s": state.replayed_s,
+            "start_offset_s": opts.start_s,
             "messages": bag.message_count,
             "topics": {t.name: {"type": t.msgtype, "count": t.count} for t in bag.topics.values()},
             "params_file": str(params_path) if params_path else "(built-in defaults)",
@@ -404,6 +417,7 @@ class _Loop:
         base = settings.runtime.frames
         self._tf_pair = (base.base_frame, base.ee_frame)
         self._tf_hits = 0
+        self.replayed_s = 0.0
 
     # -- timers ----------------------------------------------------------------------------------------------------
     def _timers(self, start: float) -> list[_Timer]:
@@ -440,10 +454,11 @@ class _Loop:
         n_model = len(self.timed.durations_s)
         tick = self.io.control_tick(now)
         model_s = sum(self.timed.durations_s[n_model:])
-        control_s = time.perf_counter() - t0 - model_s
+        runtime_s = tick.step_s - model_s
         self.wall["model"] += model_s
-        self.wall["control"] += control_s
-        self.stage_ms["step"].append(control_s * 1e3)
+        self.wall["runtime"] += runtime_s
+        self.wall["messages"] += time.perf_counter() - t0 - tick.step_s
+        self.stage_ms["step"].append(runtime_s * 1e3)
         step = tick.step
         self.last_diag = step.diagnostics
         if step.preview is not None:
@@ -534,17 +549,22 @@ class _Loop:
         decode = plan.dispatch_topics()
         if plan.teleop_gripper:
             decode.add(plan.teleop_gripper)
-        start = bag.start_ns * 1e-9
+        start_ns = bag.start_ns + round(self.opts.start_s * 1e9)
+        end_ns = bag.end_ns
+        if self.opts.duration_s:
+            end_ns = min(end_ns, start_ns + round(self.opts.duration_s * 1e9))
+        start = start_ns * 1e-9
+        self.replayed_s = (end_ns - start_ns) * 1e-9
         timers = self._timers(start)
         progress = None
         if self.opts.progress:
             from tqdm import tqdm
 
-            progress = tqdm(total=round(bag.duration_s, 2), unit="s", desc="replay (bag time)", leave=False)
+            progress = tqdm(total=round(self.replayed_s, 2), unit="s", desc="replay (bag time)", leave=False)
         last_shown = start
         t_read = time.perf_counter()
         try:
-            for conn, t_ns, raw in bag.messages():
+            for conn, t_ns, raw in bag.messages(start_ns=start_ns, stop_ns=end_ns + 1):
                 self.wall["read"] += time.perf_counter() - t_read
                 t = t_ns * 1e-9
                 self._fire_until(timers, t, inclusive=False)
@@ -564,7 +584,7 @@ class _Loop:
                     last_shown = t
                 t_read = time.perf_counter()
             # let the last chunk play out: the node keeps ticking after the bag ends, until the plan is done
-            end = bag.end_ns * 1e-9
+            end = end_ns * 1e-9
             tail = max(self.settings.runtime.scheduling.simulated_latency_s, 0.0) + self.runtime.control_dt
             self._fire_until(timers, end + tail, inclusive=True)
         finally:

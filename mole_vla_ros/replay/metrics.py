@@ -178,7 +178,10 @@ def layer_usage(chunks: Sequence[ChunkPrediction]) -> dict:
         k = len(c.layer_indices)
         ks[k] = ks.get(k, 0) + 1
     distinct = len({tuple(c.layer_indices) for c in chunks})
+    probs = [np.asarray(c.layer_probs, dtype=np.float64) for c in chunks if getattr(c, "layer_probs", None) is not None]
+    mean_probs = np.mean([p for p in probs if p.shape == (n,)], axis=0).round(4).tolist() if probs else None
     return {
+        "mean_router_prob": mean_probs,
         "num_layers": n,
         "histogram": hist.tolist(),
         "share": (hist / len(chunks)).round(4).tolist(),

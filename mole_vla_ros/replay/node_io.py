@@ -11,6 +11,7 @@ the shell delegates to this class (move it to mole_vla_ros/ros/ then), so node a
 from __future__ import annotations
 
 import logging
+import time
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +32,7 @@ class TickOutput:
     step: StepOutput
     messages: dict[str, Any]
     gripper_goal: tuple[str, Any] | None
+    step_s: float = 0.0  # wall time of PolicyRuntime.step (inline inference included)
 
 
 class NodeIO:
@@ -129,7 +131,9 @@ class NodeIO:
     # -- timers ----------------------------------------------------------------------------------------------------
     def control_tick(self, now: float) -> TickOutput:
         """The control timer: one runtime step and the messages it produces (commands, previews, a new chunk)."""
+        t0 = time.perf_counter()
         step = self.runtime.step(now)
+        step_s = time.perf_counter() - t0
         self._last_diagnostics = step.diagnostics
         messages = dict(self.outputs.commands(step))
         if step.chunk is not None:
@@ -138,7 +142,7 @@ class NodeIO:
         if step.gripper_command is not None:
             goal = self.outputs.gripper_goal(step.gripper_command)
             self.gripper_events[f"sent/{goal[0]}"] += 1
-        return TickOutput(step, messages, goal)
+        return TickOutput(step, messages, goal, step_s)
 
     def diagnostics_tick(self) -> Any | None:
         """The diagnostics timer: a DiagnosticArray of the latest step (None before the first step)."""

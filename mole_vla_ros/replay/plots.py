@@ -87,7 +87,11 @@ def write_plots(result: ReplayResult, report: dict, out_dir: str | Path, title: 
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
     axes[-1].set_xlabel("bag time of the observation [s]")
-    axes[0].set_title("error of the executed actions of each chunk vs the recorded motion")
+    axes[0].set_title(
+        "error of the executed actions of each chunk vs the recorded motion\n"
+        "(vertical lines: gripper commands, red = close, green = open)",
+        fontsize=10,
+    )
     for cmd_ in result.gripper_commands:
         for ax in axes:
             ax.axvline(cmd_.stamp - t0, color="tab:red" if not cmd_.open else "tab:green", alpha=0.3, lw=1)

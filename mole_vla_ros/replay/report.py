@@ -29,7 +29,7 @@ def build_report(result: ReplayResult, model_label: str = "") -> dict[str, Any]:
         "control_steps": steps,
         "loop_wall_s": loop,
         "steps_per_s": steps / loop if loop > 0 else None,
-        "realtime_factor": result.bag_info["duration_s"] / loop if loop > 0 else None,
+        "realtime_factor": result.bag_info["replayed_s"] / loop if loop > 0 else None,
         "inferences": len(result.model_calls_s),
         "model_wall_s": model,
         "outside_model_share": (loop - model) / loop if loop > 0 else None,
@@ -207,8 +207,10 @@ def format_text(report: dict) -> str:
             f"{lay['distinct_choices']} distinct choices)"
         )
         top = max(lay["histogram"]) or 1
+        probs = lay.get("mean_router_prob") or []
         for i, n in enumerate(lay["histogram"]):
-            lines.append(f"  layer {i:>2} {'#' * round(20 * n / top):<20} {n}")
+            p = f"   mean router p {probs[i]:.3f}" if i < len(probs) else ""
+            lines.append(f"  layer {i:>2} {'#' * round(20 * n / top):<20} {n:>4}{p}")
         lines.append("")
     diag = report["diagnostics"]
     if diag:

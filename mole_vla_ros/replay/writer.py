@@ -76,7 +76,9 @@ class OutputBag:
             kwargs["typestore"] = self.typestore
         else:
             self.skipped[conn.topic] = f"{conn.msgtype}: no message definition in the bag or the type store"
-            log.warning("input topic %s (%s) is not copied: its message definition is unknown", conn.topic, conn.msgtype)
+            log.warning(
+                "input topic %s (%s) is not copied: its message definition is unknown", conn.topic, conn.msgtype
+            )
             return False
         self._connections[conn.topic] = self._writer.add_connection(conn.topic, conn.msgtype, **kwargs)
         self.types[conn.topic] = conn.msgtype

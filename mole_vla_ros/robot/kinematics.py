@@ -171,8 +171,8 @@ class FrankaKinematics:
         q = np.clip(q0, lo, hi)
         tp, tq = target.position, target.quaternion
         t_rot = rot.quat_to_matrix(tq)
-        pos_err = rot_err = np.inf
-        it = 0
+        pos_err = rot_err = best = np.inf
+        it = stalled = 0
         for it in range(1, max_iterations + 1):
             frames = self.joint_frames(q)
             ee = frames[7]
@@ -182,6 +182,14 @@ class FrankaKinematics:
             if pos_err < position_tolerance and rot_err < rotation_tolerance:
                 it -= 1
                 break
+            # stalled (no 0.1 % progress in 8 iterations): this is as close as the arm gets, the pose is out of reach
+            score = pos_err + 0.1 * rot_err
+            if score < best * (1.0 - 1e-3):
+                best, stalled = score, 0
+            else:
+                stalled += 1
+                if stalled >= 8:
+                    break
             j = self.jacobian(q, frames)
             err = np.concatenate([e_p, e_r])
             # joints resting on a limit that the step would push further out are taken out of the Jacobian and the

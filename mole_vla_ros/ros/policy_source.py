@@ -22,14 +22,14 @@ def model_search_dirs() -> list[Path]:
     """Where a bundled model may live: the ament share directory (colcon install), then the source tree."""
     dirs = []
     try:
-        from ament_index_python.packages import PackageNotFoundError, get_package_share_directory
-
+        from ament_index_python.packages import get_package_share_directory
+    except ImportError:
+        get_package_share_directory = None
+    if get_package_share_directory is not None:
         try:
             dirs.append(Path(get_package_share_directory("mole_vla_ros")) / "models")
-        except PackageNotFoundError:
+        except (LookupError, OSError, ValueError):  # not installed by colcon, or AMENT_PREFIX_PATH unset
             pass
-    except ImportError:
-        pass
     dirs.append(Path(__file__).resolve().parents[2] / "models")
     return dirs
 
@@ -84,10 +84,10 @@ def resolve_device(device: str) -> str:
 
 def load_policy(cfg: PolicySourceConfig, search_dirs: list[Path] | None = None) -> Any:
     """A MoLeVLAPolicy from the configured checkpoint on the configured device (the Policy protocol)."""
+    path = resolve_checkpoint(cfg.checkpoint, search_dirs)  # before the slow torch import: fail fast on a typo
+    device = resolve_device(cfg.device)
     from mole_vla_ros.model.policy import MoLeVLAPolicy
 
-    path = resolve_checkpoint(cfg.checkpoint, search_dirs)
-    device = resolve_device(cfg.device)
     log.info("loading MoLe-VLA checkpoint %s on %s", path, device)
     return MoLeVLAPolicy.from_checkpoint(
         str(path),

@@ -106,6 +106,18 @@ class Diagnostics:
         """{reason: count} of everything the runtime refused."""
         return {k.split("/", 1)[1]: v for k, v in self.counters.items() if k.startswith("rejected/")}
 
+    def summary(self) -> str:
+        """One log line: state, gates, step/inference latency, chunk count and the refusals."""
+        gates = f"{'dry-run' if self.dry_run else 'LIVE'} {'enabled' if self.enabled else 'disabled'}"
+        why = self.hold_reason or self.disable_reason
+        lat = self.latency_ms
+        rejected = ", ".join(f"{k}={v}" for k, v in sorted(self.rejections().items())) or "none"
+        return (
+            f"{self.state} ({gates}{'; ' + why if why else ''}) step {lat.get('step/median', 0.0):.2f} ms, "
+            f"inference {lat.get('inference_total/median', 0.0):.0f} ms, "
+            f"chunks {self.counters.get('chunks/accepted', 0)}, rejected: {rejected}"
+        )
+
 
 @dataclass(frozen=True)
 class StepOutput:

@@ -327,6 +327,16 @@ class RuntimeConfig:
 
             get_action_space(self.action_space)  # raises with the known names
         self.trajectory.check_against(self.frames.robot_type)
+        # the tracker moves at most v_max / rate per sample; a max_step below that would refuse every moving sample
+        tr, sf = self.trajectory, self.safety
+        lin_step = max(tr.max_lin_vel) / tr.command_rate_hz
+        rot_step = math.sqrt(sum(w * w for w in tr.max_rot_vel)) / tr.command_rate_hz
+        if lin_step > sf.max_step_m or rot_step > sf.max_step_rad:
+            raise ValueError(
+                f"safety.max_step_m={sf.max_step_m} / max_step_rad={sf.max_step_rad} are below what one sample may "
+                f"legitimately move at trajectory.command_rate_hz={tr.command_rate_hz} ({lin_step:.4f} m, "
+                f"{rot_step:.4f} rad at full speed): raise command_rate_hz or the max_step values"
+            )
 
     @property
     def robot_type(self) -> str:

@@ -269,13 +269,22 @@ class PolicyRuntime:
         self._last_fresh_obs = -np.inf
         self._gripper_key = None
         self.safety.release_hold()
-        if not self.safety.actuating:
-            self.tracker.state = None
+        # the next step starts over at the measured pose (the episode reset may have moved the arm) exactly as if
+        # actuation had just begun: plan cleared, tracker at rest, gripper state re-read
+        self.tracker.state = None
+        self._was_actuating = False
+        self._drop_future()
 
     def close(self) -> None:
         """Stop the inference thread (thread executor)."""
         if self._pool is not None:
             self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def __enter__(self) -> PolicyRuntime:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
 
     # ------------------------------------------------------------------------------------------------------------
     # warm-up and inference
@@ -552,6 +561,13 @@ class PolicyRuntime:
 
     def _advance_tracker(self, now: float) -> TrackerState | None:
         st = self.tracker.state
+        if now < st.stamp - self.command_dt:
+            # the caller's clock went back (bag loop, simulator reset): continue from here instead of freezing
+            # until the clock catches up with the old stamps
+            self.counters["tracker/clock_jumps"] += 1
+            st.stamp = now
+            self._drop_future()
+            return st
         n = int(np.floor((now - st.stamp) / self.command_dt + 1e-9))
         if n <= 0:
             return st
@@ -591,6 +607,8 @@ class PolicyRuntime:
 
         The future samples and their IK solutions are cached per plan (`_plan_key`): while the plan is unchanged each
         message only solves the one new point at its end; a new chunk or a hold recomputes the horizon once.
+        A point of the horizon without an IK solution (out of reach, joint limits, joint speed) is reported and the
+        runtime starts braking NOW, while the path up to that point is still feasible, then holds.
         """
         if self.tracker.state is None:
             return None
@@ -600,58 +618,26 @@ class PolicyRuntime:
         seed = self._q_cmd if self._q_cmd is not None else self.sync.latest_joint_positions()
         if seed is None:
             return None
-        tr, ikc = self.config.trajectory, self.config.ik
-        sub = max(1, round(tr.joint_point_dt / self.command_dt))
-        need = sub * max(1, round(tr.joint_horizon_s / (sub * self.command_dt)))
-        key = self._plan_key()
-        if key != self._future_key:
-            self._drop_future()
-            self._future_key = key
-        if len(self._future) < need:
-            start = self._future[-1] if self._future else self.tracker.state
-            self._future.extend(self.tracker.rollout(self._reference_fn(), need - len(self._future), start=start))
-        points = [self.tracker.state, *[self._future[i] for i in range(sub - 1, need, sub)]]
-        for stamp in [t for t in self._ik_cache if t < round((now - 1.0) * 1e6)]:
-            del self._ik_cache[stamp]
-        v_lim = self.description.limits.qd_max * ikc.velocity_fraction
-        qs, qds, ts = [], [], []
-        q = seed
         # the seed is the joint position commanded with the previous message (or measured, at actuation start)
         first_dt = None if last is None or self._q_cmd is None else max(now - last.stamp, self.command_dt)
-        for k, s in enumerate(points):
-            stamp_key = round(s.stamp * 1e6)
-            hit = self._ik_cache.get(stamp_key)
-            if hit is None:
-                res = self.kinematics.ik(
-                    s.pose,
-                    q,
-                    dt=first_dt if k == 0 else sub * self.command_dt,
-                    velocity_fraction=ikc.velocity_fraction,
-                    joint_limit_margin=ikc.joint_limit_margin,
-                    damping=ikc.damping,
-                    max_iterations=ikc.max_iterations,
-                    position_tolerance=ikc.position_tolerance,
-                    rotation_tolerance=ikc.rotation_tolerance,
-                    nullspace_gain=ikc.nullspace_gain,
-                )
-                if not res.success:
-                    self.safety.reject(f"ik_{res.reason}", f"point {k} at {np.round(s.position, 3).tolist()}")
-                    if k == 0:
-                        self._fault(f"ik_{res.reason}", "current sample has no IK solution")
-                    break
-                hit = (res.q, np.clip(self.kinematics.joint_velocity(res.q, s.twist), -v_lim, v_lim))
-                self._ik_cache[stamp_key] = hit
-            q = hit[0]
-            qs.append(hit[0])
-            qds.append(hit[1])
-            ts.append(s.stamp - now)
+        qs, qds, ts, failure = self._solve_horizon(now, seed, first_dt)
+        if failure is not None:
+            k, reason, where = failure
+            self.safety.reject(f"ik_{reason}", f"horizon point {k} at {where}")
+            if not self.safety.hold_reason:
+                self._fault(f"ik_{reason}", f"no IK solution {k} points ahead at {where}: braking")
+                qs, qds, ts, failure = self._solve_horizon(now, seed, first_dt)  # the braking path
         if not qs:
-            if self._last_joint_cmd is None:
-                return None
-            # hold the last commanded joint positions at rest
+            # not even the current sample is feasible: hold the last commanded joints and restart the Cartesian
+            # trajectory there, so tracker and joint command agree again
             q_hold = self._q_cmd if self._q_cmd is not None else seed
+            self.tracker.reset(self.kinematics.fk(q_hold), self.tracker.state.stamp)
             self._last_joint_cmd = JointTrajectoryCommand(
-                now, self.description.arm_joint_names, np.array([tr.joint_point_dt]), q_hold[None], np.zeros((1, 7))
+                now,
+                self.description.arm_joint_names,
+                np.array([self.config.trajectory.joint_point_dt]),
+                q_hold[None],
+                np.zeros((1, 7)),
             )
             return self._last_joint_cmd
         self._q_cmd = qs[0]
@@ -670,6 +656,54 @@ class PolicyRuntime:
         )
         self._last_joint_cmd = cmd
         return cmd
+
+    def _solve_horizon(self, now: float, seed: np.ndarray, first_dt: float | None):
+        """(positions, velocities, times from now, failure) for the current sample and the horizon's points.
+
+        failure is None or (point index, IK reason, position) of the first point without a solution; the lists stop
+        before it.
+        """
+        tr, ikc = self.config.trajectory, self.config.ik
+        sub = max(1, round(tr.joint_point_dt / self.command_dt))
+        need = sub * max(1, round(tr.joint_horizon_s / (sub * self.command_dt)))
+        key = self._plan_key()
+        if key != self._future_key:
+            self._drop_future()
+            self._future_key = key
+        if len(self._future) < need:
+            start = self._future[-1] if self._future else self.tracker.state
+            self._future.extend(self.tracker.rollout(self._reference_fn(), need - len(self._future), start=start))
+        points = [self.tracker.state, *[self._future[i] for i in range(sub - 1, need, sub)]]
+        for stamp in [t for t in self._ik_cache if t < round((now - 1.0) * 1e6)]:
+            del self._ik_cache[stamp]
+        v_lim = self.description.limits.qd_max * ikc.velocity_fraction
+        qs, qds, ts = [], [], []
+        q = seed
+        for k, s in enumerate(points):
+            stamp_key = round(s.stamp * 1e6)
+            hit = self._ik_cache.get(stamp_key)
+            if hit is None:
+                res = self.kinematics.ik(
+                    s.pose,
+                    q,
+                    dt=first_dt if k == 0 else sub * self.command_dt,
+                    velocity_fraction=ikc.velocity_fraction,
+                    joint_limit_margin=ikc.joint_limit_margin,
+                    damping=ikc.damping,
+                    max_iterations=ikc.max_iterations,
+                    position_tolerance=ikc.position_tolerance,
+                    rotation_tolerance=ikc.rotation_tolerance,
+                    nullspace_gain=ikc.nullspace_gain,
+                )
+                if not res.success:
+                    return qs, qds, ts, (k, res.reason, np.round(s.position, 3).tolist())
+                hit = (res.q, np.clip(self.kinematics.joint_velocity(res.q, s.twist), -v_lim, v_lim))
+                self._ik_cache[stamp_key] = hit
+            q = hit[0]
+            qs.append(hit[0])
+            qds.append(hit[1])
+            ts.append(s.stamp - now)
+        return qs, qds, ts, None
 
     def _gripper_step(self, now: float) -> GripperCommand | None:
         if not self.scheduler.has_plan or self.safety.hold_reason:

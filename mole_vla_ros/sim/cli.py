@@ -78,6 +78,17 @@ def sim_gl_backend() -> str:
     return gl.BACKEND
 
 
+def _latency_overrides(text: str) -> dict:
+    """--latency: 'measured' (real compute time, not reproducible) or seconds of simulated inference latency."""
+    if text == "measured":
+        return {"scheduling.latency_mode": "measured"}
+    try:
+        seconds = float(text)
+    except ValueError:
+        raise SystemExit(f"sim eval: --latency must be 'measured' or seconds (e.g. 0.1), got {text!r}") from None
+    return {"scheduling.latency_mode": "simulated", "scheduling.simulated_latency_s": seconds}
+
+
 def run_eval(args) -> int:
     from mole_vla_ros.sim.evaluate import (
         EvalSettings,
@@ -94,6 +105,7 @@ def run_eval(args) -> int:
         sim=_sim_config(args),
         commands_per_frame=args.commands_per_frame,
         max_seconds=args.max_seconds,
+        runtime=_latency_overrides(args.latency),
         gif_dir=Path(args.gif) if args.gif else None,
         gif_episodes=args.gif_episodes,
     )
@@ -141,6 +153,11 @@ def register(sub) -> None:
         "--skip-mode", nargs="*", choices=["star", "random", "early", "full"], help="layer-skip modes to compare"
     )
     ev.add_argument("--commands-per-frame", type=int, default=5, help="runtime command ticks per camera frame")
+    ev.add_argument(
+        "--latency",
+        default="0.1",
+        help="inference latency the runtime assumes: seconds (simulated, reproducible) or 'measured' (real time)",
+    )
     ev.add_argument("--max-seconds", type=float, help="episode time limit (default: the task's)")
     ev.add_argument("--gif", help="directory for rollout GIFs (scene camera)")
     ev.add_argument("--gif-episodes", type=int, default=2, help="episodes per configuration saved as GIF")

@@ -288,3 +288,15 @@ class TabletopSim:
 
     def __exit__(self, *exc):
         self.close()
+
+
+def apply_gripper(sim: TabletopSim, command: float, previous: float | None) -> float:
+    """Turn a [0, 1] gripper command (1 = open) into franka_gripper actions on state changes only, as the policy
+    node's gripper layer does: closing is a `grasp`, opening a `move` to full width."""
+    closed = command < 0.5
+    if previous is None or closed != (previous < 0.5):
+        if closed:
+            sim.grasp()
+        else:
+            sim.move_gripper(MAX_GRIPPER_WIDTH)
+    return command

@@ -105,6 +105,13 @@ def sim_runtime_config(settings: EvalSettings, policy: Policy) -> RuntimeConfig:
     """The runtime configuration for the simulator: the node's defaults, actuating (no dry run), the simulator's
     cameras and rates, a workspace that reaches the table top, simulated inference latency; then `settings.runtime`."""
     sim = settings.sim
+    missing = [c for c in policy.camera_names if c not in sim.cameras]
+    if missing:
+        raise ValueError(
+            f"the policy expects cameras {list(policy.camera_names)} but the simulator renders {list(sim.cameras)} "
+            f"(no {missing}); pass --cameras {' '.join(policy.camera_names)} if they are sim cameras, or train on "
+            "episodes recorded with the simulator's camera names (scene, wrist)"
+        )
     base = {
         "frames.robot_type": sim.robot_type,
         "observation.camera_names": list(dict.fromkeys([*policy.camera_names, *sim.cameras])),
@@ -345,9 +352,18 @@ class EvalResult:
     def success_rate(self) -> float:
         return self.successes / self.episodes
 
+    def by_instruction(self) -> dict[str, tuple[int, int]]:
+        """{instruction: (successes, episodes)}: a policy that ignores the words succeeds on one cube only."""
+        out: dict[str, tuple[int, int]] = {}
+        for o in self.outcomes:
+            ok, n = out.get(o.instruction, (0, 0))
+            out[o.instruction] = (ok + int(o.success), n + 1)
+        return dict(sorted(out.items()))
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["success_rate"] = self.success_rate
+        d["by_instruction"] = {k: {"successes": v[0], "episodes": v[1]} for k, v in self.by_instruction().items()}
         return d
 
 
@@ -471,6 +487,8 @@ def format_table(results: list[EvalResult]) -> str:
             f"[{r.ci_low:.2f}, {r.ci_high:.2f}] {r.mean_latency_ms:>10.1f} {r.mean_flops / 1e9:>8.2f} "
             f"{r.mean_layers:>6.1f} {r.ms_per_control_step:>8.1f} {r.mean_seconds_to_success:>8.1f}"
         )
+        per = "; ".join(f"{text!r} {ok}/{n}" for text, (ok, n) in r.by_instruction().items())
+        lines.append(f"{'':19}by instruction: {per}")
     return "\n".join(lines)
 
 

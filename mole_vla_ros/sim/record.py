@@ -21,7 +21,7 @@ from mole_vla_ros.data.typestore import get_typestore
 from mole_vla_ros.robot.franka import Topics
 from mole_vla_ros.ros.messages import RosbagsMessages
 from mole_vla_ros.sim.config import SimConfig
-from mole_vla_ros.sim.env import MAX_GRIPPER_WIDTH, SimObservation, TabletopSim
+from mole_vla_ros.sim.env import SimObservation, TabletopSim, apply_gripper
 from mole_vla_ros.sim.expert import ExpertAction, ExpertConfig, ScriptedExpert
 from mole_vla_ros.sim.messages import SimMessageBuilder, StampedMessage
 
@@ -55,21 +55,9 @@ def sim_recorder_config(output_dir: str | Path, sim_config: SimConfig, min_free_
         topics=topics,
         teleop_device="scripted_expert",
         operator="mole-vla sim record",
-        threaded_writer=False,  # the sim waits for nobody; writing inline keeps episodes byte-for-byte reproducible
+        threaded_writer=False,  # the sim waits for nobody; inline writing makes the MCAP bytes reproducible per seed
         min_free_disk_gb=min_free_disk_gb,
     )
-
-
-def apply_gripper(sim: TabletopSim, command: float, previous: float | None) -> float:
-    """Turn a [0, 1] gripper command (1 = open) into franka_gripper actions on state changes only, as the policy
-    node's gripper layer does: closing is a `grasp`, opening a `move` to full width."""
-    closed = command < 0.5
-    if previous is None or closed != (previous < 0.5):
-        if closed:
-            sim.grasp()
-        else:
-            sim.move_gripper(MAX_GRIPPER_WIDTH)
-    return command
 
 
 @dataclass

@@ -23,7 +23,7 @@ import numpy as np
 
 from mole_vla_ros.interfaces import Pose
 from mole_vla_ros.ros.messages import MessageFactory, stamp_to_seconds
-from mole_vla_ros.sim.env import TabletopSim
+from mole_vla_ros.sim.env import TabletopSim, apply_gripper
 from mole_vla_ros.sim.messages import SimMessageBuilder, StampedMessage
 
 log = logging.getLogger(__name__)
@@ -127,8 +127,6 @@ class SimRobotBridge:
         if not 0.0 <= value <= 1.0:
             self._reject("gripper_command", ValueError(f"gripper command {value} is outside [0, 1] (1 = open)"))
             return False
-        from mole_vla_ros.sim.record import apply_gripper
-
         self._gripper_command = apply_gripper(self.sim, value, self._gripper_command)
         self.commands_received["gripper_command"] += 1
         return True

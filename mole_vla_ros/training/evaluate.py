@@ -1,0 +1,289 @@
+"""Offline evaluation on held-out episodes: action error against compute, per layer-skipping method.
+
+For each method (a checkpoint, a skip mode and k) every held-out sample is predicted with the same diffusion noise,
+the predicted and demonstrated chunks are decoded from the sample's end-effector pose through the action space
+(deltas chain along the chunk, as the robot would execute them), and compared on the valid (unpadded) steps:
+
+    translation_m   mean distance between predicted and demonstrated target positions
+    rotation_rad    mean geodesic angle between predicted and demonstrated target orientations
+    gripper_acc     fraction of steps whose open/closed state matches
+    first_*         the same for the first action only (the one a chunked controller runs first)
+    gflops          analytic compute of one prediction (model/flops.py: vision + projector + router + k layers +
+                    DDIM action head), at the evaluated k
+
+The methods of the paper's Table 1 and its ablation at the small scale:
+    full depth (k = N) | MoLe (STAR) at k | random skip at k | early exit (first k layers) | MoLe without CogKD at k
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Method:
+    """One row of the comparison: which checkpoint, skip mode and k."""
+
+    label: str
+    checkpoint: str
+    skip_mode: str
+    active_layers: int
+
+
+@dataclass
+class MethodResult:
+    label: str
+    checkpoint: str
+    skip_mode: str
+    active_layers: int
+    num_layers: int
+    samples: int
+    translation_m: float
+    rotation_rad: float
+    gripper_acc: float
+    first_translation_m: float
+    first_rotation_rad: float
+    first_gripper_acc: float
+    gflops: float
+    llm_gflops: float
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass
+class HeldOut:
+    """Held-out samples: uint8 images [N, V, S, S, 3], raw action chunks [N, C, D], valid mask [N, C], start poses
+    [N, 7] (x y z qx qy qz qw), instructions."""
+
+    images: np.ndarray
+    actions: np.ndarray
+    mask: np.ndarray
+    ee_pose: np.ndarray
+    instructions: list[str]
+    action_space: str
+    cameras: list[str]
+    image_size: int
+
+    def __len__(self) -> int:
+        return int(self.actions.shape[0])
+
+
+def load_held_out(dataset_dir, split: str = "val", max_samples: int | None = None, seed: int = 0) -> HeldOut:
+    """The `split` of a built dataset (by default the validation episodes, never trained on)."""
+    from .data import open_split
+
+    ds = open_split(dataset_dir, split)
+    n = len(ds)
+    if n == 0:
+        raise ValueError(
+            f"the {split} split of {dataset_dir} is empty; build the dataset with --val-fraction > 0 (held-out "
+            "episodes) or evaluate on another split with --split."
+        )
+    idx = np.arange(n)
+    if max_samples is not None and max_samples < n:
+        idx = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
+    iid = ds.column("instruction_id")[idx]
+    return HeldOut(
+        images=ds.column("images")[idx],
+        actions=ds.column("actions")[idx].astype(np.float64),
+        mask=ds.column("action_mask")[idx].astype(bool),
+        ee_pose=ds.column("ee_pose")[idx].astype(np.float64),
+        instructions=[ds.instructions[int(i)] for i in iid],
+        action_space=ds.action_space,
+        cameras=list(ds.cameras),
+        image_size=ds.image_size,
+    )
+
+
+def chunk_errors(pred: np.ndarray, true: np.ndarray, mask: np.ndarray, ee_pose: np.ndarray, space_name: str):
+    """Per-step errors of predicted vs demonstrated chunks [N, C, D] decoded from start poses [N, 7].
+
+    Returns translation [N, C] (m), rotation [N, C] (rad), gripper_match [N, C] (bool), and `mask` [N, C].
+    """
+    from mole_vla_ros.runtime import rotations as rot
+    from mole_vla_ros.runtime.action_space import get_action_space
+
+    space = get_action_space(space_name)
+    n, c, _ = true.shape
+    trans = np.zeros((n, c))
+    angle = np.zeros((n, c))
+    grip = np.zeros((n, c), dtype=bool)
+    for i in range(n):
+        p0, q0 = ee_pose[i, :3], ee_pose[i, 3:7]
+        pp, qp, gp = space.decode_arrays(p0, q0, pred[i])
+        pt, qt, gt = space.decode_arrays(p0, q0, true[i])
+        trans[i] = np.linalg.norm(pp - pt, axis=-1)
+        angle[i] = rot.quat_angle(qp, qt)
+        grip[i] = (gp >= 0.5) == (gt >= 0.5)
+    return trans, angle, grip, mask
+
+
+def _masked_mean(x: np.ndarray, mask: np.ndarray) -> float:
+    return float((x * mask).sum() / max(mask.sum(), 1))
+
+
+@torch.no_grad()
+def predict_all(model, normalizer, data: HeldOut, skip_mode: str, k: int, batch_size: int, seed: int) -> np.ndarray:
+    """Un-normalized predicted chunks [N, C, D] for every held-out sample. Batch i always draws the same noise
+    (seed + i), so methods differ only in the layers they run."""
+    out = []
+    model.eval()
+    for b, start in enumerate(range(0, len(data), batch_size)):
+        sl = slice(start, start + batch_size)
+        gen = torch.Generator().manual_seed(seed + b)
+        actions, _ = model.predict(
+            torch.from_numpy(np.ascontiguousarray(data.images[sl])),
+            data.instructions[sl],
+            active_layers=k,
+            skip_mode=skip_mode,
+            generator=gen,
+        )
+        out.append(normalizer.unnormalize(actions.float().cpu().numpy()))
+    return np.concatenate(out)
+
+
+def prediction_gflops(config, instruction: str, tokenizer, k: int) -> tuple[float, float]:
+    """(whole prediction, LLM stage) GFLOPs of one prediction at k active layers."""
+    from mole_vla_ros.model.flops import estimate
+
+    text_tokens = len(tokenizer.encode(instruction)) + 1  # + BOS
+    report = estimate(config, text_tokens=text_tokens, active_layers=k)
+    return report.total_flops / 1e9, report.flops("llm") / 1e9
+
+
+def evaluate_methods(
+    methods: list[Method],
+    data: HeldOut,
+    batch_size: int = 32,
+    seed: int = 0,
+    device: str = "cpu",
+    progress: bool = True,
+) -> list[MethodResult]:
+    """Run every method on `data` and return one MethodResult per method (same order)."""
+    from tqdm import tqdm
+
+    from mole_vla_ros.model.checkpoint import load_checkpoint
+
+    loaded: dict[str, tuple] = {}
+    results = []
+    for m in tqdm(methods, desc="methods", unit="method", disable=not progress):
+        if m.checkpoint not in loaded:
+            model, normalizer, _ = load_checkpoint(m.checkpoint, device=device)
+            cfg = model.config
+            if list(cfg.camera_names) != data.cameras or cfg.image_size != data.image_size:
+                raise ValueError(
+                    f"{m.checkpoint} expects cameras {list(cfg.camera_names)} at {cfg.image_size} px, the held-out "
+                    f"data has {data.cameras} at {data.image_size} px; evaluate on a dataset built for this model."
+                )
+            if cfg.action_space != data.action_space:
+                raise ValueError(
+                    f"{m.checkpoint} predicts {cfg.action_space!r} actions, the data holds {data.action_space!r}."
+                )
+            loaded[m.checkpoint] = (model, normalizer)
+        model, normalizer = loaded[m.checkpoint]
+        n_layers = model.config.num_layers
+        k = n_layers if m.skip_mode == "full" else m.active_layers
+        if not 1 <= k <= n_layers:
+            raise ValueError(f"{m.label}: active_layers must be in 1..{n_layers}, got {k}.")
+        pred = predict_all(model, normalizer, data, m.skip_mode, k, batch_size, seed)
+        trans, angle, grip, mask = chunk_errors(pred, data.actions, data.mask, data.ee_pose, data.action_space)
+        first = np.zeros_like(mask)
+        first[:, 0] = True
+        gf, llm_gf = prediction_gflops(model.config, data.instructions[0], model.tokenizer, k)
+        results.append(
+            MethodResult(
+                label=m.label,
+                checkpoint=m.checkpoint,
+                skip_mode=m.skip_mode,
+                active_layers=k,
+                num_layers=n_layers,
+                samples=len(data),
+                translation_m=_masked_mean(trans, mask),
+                rotation_rad=_masked_mean(angle, mask),
+                gripper_acc=_masked_mean(grip, mask),
+                first_translation_m=_masked_mean(trans, first),
+                first_rotation_rad=_masked_mean(angle, first),
+                first_gripper_acc=_masked_mean(grip, first),
+                gflops=gf,
+                llm_gflops=llm_gf,
+            )
+        )
+        log.info("%s: translation %.4f m, rotation %.4f rad", m.label, results[-1].translation_m, angle.mean())
+    return results
+
+
+def standard_methods(
+    checkpoint: str,
+    k: int,
+    baseline_checkpoint: str | None = None,
+    ablation_checkpoint: str | None = None,
+) -> list[Method]:
+    """The comparison of the paper's Table 1 + ablation. Training-free baselines (random skip, early exit) run on the
+    full-depth (stage-1) model when it is given, and on the MoLe model itself."""
+    base = baseline_checkpoint or checkpoint
+    methods = [Method("full depth", base, "full", k)]
+    if baseline_checkpoint:
+        methods.append(Method("MoLe model at full depth", checkpoint, "full", k))
+    methods.append(Method(f"MoLe (STAR) k={k}", checkpoint, "star", k))
+    if ablation_checkpoint:
+        methods.append(Method(f"MoLe w/o CogKD k={k}", ablation_checkpoint, "star", k))
+    methods.append(Method(f"random skip k={k}", checkpoint, "random", k))
+    methods.append(Method(f"early exit k={k}", checkpoint, "early", k))
+    if baseline_checkpoint:
+        methods.append(Method(f"random skip k={k} (full-depth model)", base, "random", k))
+        methods.append(Method(f"early exit k={k} (full-depth model)", base, "early", k))
+    return methods
+
+
+def format_table(results: list[MethodResult]) -> str:
+    """A plain-text table, errors relative to the first row (full depth) in the last column."""
+    ref = results[0].translation_m if results else float("nan")
+    header = (
+        f"{'method':<40} {'k/N':>6} {'GFLOPs':>8} {'trans (mm)':>11} {'rot (deg)':>10} {'grip acc':>9} "
+        f"{'1st trans':>10} {'1st rot':>8} {'vs full':>8}"
+    )
+    lines = [header, "-" * len(header)]
+    for r in results:
+        rel = (r.translation_m / ref - 1.0) * 100 if ref and math.isfinite(ref) and ref > 0 else float("nan")
+        lines.append(
+            f"{r.label:<40} {f'{r.active_layers}/{r.num_layers}':>6} {r.gflops:>8.3f} {r.translation_m * 1e3:>11.2f} "
+            f"{math.degrees(r.rotation_rad):>10.3f} {r.gripper_acc:>9.3f} {r.first_translation_m * 1e3:>10.2f} "
+            f"{math.degrees(r.first_rotation_rad):>8.3f} {rel:>+7.1f}%"
+        )
+    if results:
+        lines.append(f"({results[0].samples} held-out samples; errors are means over the valid steps of each chunk)")
+    return "\n".join(lines)
+
+
+def plot_results(results: list[MethodResult], path: str) -> str:
+    """PNG of translation and rotation error against GFLOPs per prediction, one marker per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.2))
+    markers = "osD^v<>p*h"
+    for i, r in enumerate(results):
+        for ax, value in ((axes[0], r.translation_m * 1e3), (axes[1], math.degrees(r.rotation_rad))):
+            ax.scatter(r.gflops, value, marker=markers[i % len(markers)], s=60, label=r.label)
+    axes[0].set_ylabel("translation error (mm)")
+    axes[1].set_ylabel("rotation error (deg)")
+    for ax in axes:
+        ax.set_xlabel("GFLOPs per prediction")
+        ax.grid(alpha=0.3)
+    axes[1].legend(fontsize=7, loc="best")
+    n = results[0].samples if results else 0
+    fig.suptitle(f"held-out action error vs compute ({n} samples)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
