@@ -134,7 +134,7 @@ def bench_preset(name: str, args, device: torch.device, dtype: torch.dtype) -> d
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         # a shared machine's load explains noisy medians; recorded, not corrected for
-        "loadavg_1min": os.getloadavg()[0] if hasattr(os, "getloadavg") else None,
+        "loadavg_1min": round(os.getloadavg()[0], 1) if hasattr(os, "getloadavg") else None,
         "build_s": build_s,
         "num_layers": n,
         "seq_len": seq_len,

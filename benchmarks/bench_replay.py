@@ -5,7 +5,9 @@
 Policies, each replaying the same bag (models/samples/sim_pick_seed000000 by default) with the same settings:
   - `default`: models/default, when the trained default model exists;
   - `tiny (untrained)`: the tiny preset with random weights (what `make demo` uses until models/default exists);
-  - `no model`: a policy that returns a constant chunk in ~0 s, so everything measured is replay overhead.
+  - `no model`: a policy that returns a constant chunk in ~0 s, so everything measured is replay overhead;
+  - with --small: `small`, the small preset with its pretrained backbones (EfficientNet-Lite0 + SmolLM2-135M from
+    their wheels; router and action head untrained): a model of realistic cost on CPU.
 Per row: median over --repeats of steps/s (control ticks at trajectory.command_rate_hz per wall second of the
 replay loop), real-time factor (bag seconds per wall second), model time per inference, and the share of the loop
 outside `policy.infer` (target < 5 %). The last column is the per-inference model time at which the measured
@@ -52,6 +54,16 @@ class ConstantPolicy:
         return PolicyOutput(self.actions.copy(), (0, 2, 4, 6), np.full(8, 0.125), 8, {"total": 0.0})
 
 
+def _small_policy(cams: tuple[str, ...]):
+    from mole_vla_ros.model.configuration import MoLeVLAConfig
+    from mole_vla_ros.model.modeling import build_model
+    from mole_vla_ros.model.normalization import ActionNormalizer
+    from mole_vla_ros.model.policy import MoLeVLAPolicy
+
+    model = build_model(MoLeVLAConfig.preset("small", camera_names=cams), pretrained=True)
+    return MoLeVLAPolicy(model, ActionNormalizer.identity(model.config.action_dim), seed=0)
+
+
 def _bag_cameras(bag: Path) -> tuple[str, ...]:
     from mole_vla_ros.replay.bag import InputBag
 
@@ -89,6 +101,7 @@ def main() -> int:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch default)")
     ap.add_argument("--no-bag-output", action="store_true", help="skip writing the output bag (replay loop only)")
+    ap.add_argument("--small", action="store_true", help="also the small preset (needs the `small` extra, ~1.2 GB)")
     args = ap.parse_args()
 
     import logging
@@ -117,6 +130,8 @@ def main() -> int:
         cases.append(("default", {"checkpoint": str(default)}))
     cases.append(("tiny (untrained)", {"checkpoint": str(tiny)}))
     cases.append(("no model", {"policy": ConstantPolicy(cams)}))
+    if args.small:
+        cases.append(("small (pretrained)", {"policy": _small_policy(cams)}))
 
     load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
     print(

@@ -124,6 +124,9 @@ def test_policy_satisfies_the_protocol_and_unnormalizes(ckpt):
     assert set(np.unique(out.actions[:, 6])) <= {0.0, 1.0}
     for stage in ("preprocess", "vision", "router", "llm", "action_head", "total"):
         assert out.timings_ms[stage] >= 0
+    # FLOPs follow the layers that ran: the LLM stage at k=3 costs 3/5 of k=5 on the same prompt
+    five = policy.infer(PolicyInput(observation(), "Lift the cube", active_layers=5))
+    assert out.flops["llm"] > 0 and abs(out.flops["llm"] / five.flops["llm"] - 3 / 5) < 1e-9
     # runtime k per call
     assert len(policy.infer(PolicyInput(observation(), "lift", active_layers=5)).layer_indices) == 5
 

@@ -174,3 +174,24 @@ def test_cogact_base_shapes_match_flop_counter_on_meta_device():
     assert counted(model.action_head.sample, torch.empty(1, config.llm.hidden_size, **meta)) == report.flops(
         "action_head"
     )
+
+
+def test_benchmark_script_runs_on_tiny(capsys):
+    # the benchmark is not a unit test of speed; this only keeps it runnable as the model evolves
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "benchmarks" / "bench_model.py"
+    spec = importlib.util.spec_from_file_location("bench_model", path)
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    assert bench.k_values(30) == [30, 22, 15, 8] and bench.k_values(8) == [8, 6, 4, 2] and bench.k_values(1) == [1]
+    threads = torch.get_num_threads()
+    try:
+        assert (
+            bench.main(["--presets", "tiny", "cogact-base", "--repeats", "1", "--warmup", "0", "--threads", "1"]) == 0
+        )
+    finally:
+        torch.set_num_threads(threads)  # the script sets it process-wide
+    out = capsys.readouterr().out
+    assert "## tiny" in out and "LLM stage speedup" in out and "## cogact-base: not timed" in out

@@ -238,3 +238,50 @@ def test_diffusion_head_learns_a_fixed_chunk():
         for s in range(3)
     ]
     assert sum(errors) / 3 < 0.15  # the untrained head is off by 0.96
+
+
+def test_cfg_dropout_replaces_the_condition_with_the_learned_null_vector():
+    torch.manual_seed(0)
+    head = DiTActionHead(ActionHeadConfig(depth=1, hidden_size=32, num_heads=4, cfg_dropout=1.0), 8, 7, 16).train()
+    actions = torch.rand(3, 16, 7)
+    losses = {
+        head.loss(actions, torch.randn(3, 8) * scale, generator=torch.Generator().manual_seed(0)).item()
+        for scale in (0.0, 1.0, 100.0)
+    }
+    assert len(losses) == 1  # every row dropped: the condition never reaches the network
+    head.cfg.cfg_dropout = 0.0
+    with torch.no_grad():
+        head.final_layer.linear.weight.normal_(0, 0.1)
+    kept = {
+        head.loss(actions, torch.randn(3, 8) * s, generator=torch.Generator().manual_seed(0)).item() for s in (1, 9)
+    }
+    assert len(kept) == 2
+
+
+def test_gumbel_noise_perturbs_training_choices_only():
+    torch.manual_seed(0)
+    model = build_model(MoLeVLAConfig.preset("tiny", **{"router.gumbel_noise": True}))
+    b = batch()
+    text = model.text_batch(b["instructions"])
+    model.train()
+    draws = {tuple(model(b["images"], text, active_layers=3).choice.indices) for _ in range(6)}
+    assert len(draws) > 1
+    model.eval()
+    with torch.no_grad():
+        evals = {tuple(model(b["images"], text, active_layers=3).choice.indices) for _ in range(3)}
+    assert len(evals) == 1
+
+
+def test_cached_vision_tokens_give_the_same_loss_as_images():
+    model = tiny().eval()  # eval: the router's dropout would otherwise draw from the global RNG
+    b = batch()
+    with torch.no_grad():
+        cached = model.vision_tokens(b["images"])
+    from_images = model.compute_loss(b, generator=torch.Generator().manual_seed(0))
+    from_cache = model.compute_loss(
+        {"vision_tokens": cached, "instructions": b["instructions"], "actions": b["actions"]},
+        generator=torch.Generator().manual_seed(0),
+    )
+    assert torch.equal(from_images["total"], from_cache["total"])
+    with pytest.raises(ValueError, match=r"vision_tokens must be \[B, 16, 48\]"):
+        model.compute_loss({"vision_tokens": cached[:, :8], "instructions": b["instructions"], "actions": b["actions"]})

@@ -286,3 +286,22 @@ def test_a_slice_of_the_bag(tmp_path, bag, checkpoint, capsys):
         run_replay(ReplayOptions(bag=bag, out=tmp_path / "p", checkpoint=str(checkpoint), start_s=99.0))
     assert main(["replay", str(bag), "--duration", "-1", "--out", str(tmp_path / "q")]) == 2
     assert "--duration must be" in capsys.readouterr().out
+
+
+def test_joint_trajectory_output_mode(tmp_path, checkpoint):
+    bag = write_synthetic_bag(tmp_path / "b", duration_s=1.0)
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "mole_vla_policy:\n  ros__parameters:\n    output_mode: joint_trajectory\n"
+        "    topics: {cameras: [camera/scene/image_raw, camera/wrist/image_raw]}\n"
+        "    observation: {camera_names: [scene, wrist], camera_rate_hz: 10.0}\n"
+    )
+    out = tmp_path / "o"
+    result = run_replay(ReplayOptions(bag=bag, out=out, checkpoint=str(checkpoint), params=params, progress=False))
+    topic = "/replay/fr3_arm_controller/joint_trajectory"
+    assert result.output_counts[topic] > 10
+    assert "/replay/cartesian_impedance_controller/target_pose" not in result.output_counts
+    trajectories = [d for t, _, _, _, d in _read_mcap(out / "bag") if t == topic]
+    points = trajectories[-1].points
+    assert trajectories[-1].joint_names == [f"fr3_joint{i}" for i in range(1, 8)]
+    assert points and all(len(p.positions) == 7 and len(p.velocities) == 7 for p in points)

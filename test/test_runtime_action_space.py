@@ -170,3 +170,19 @@ def test_single_value_fast_paths_match_the_batched_ones():
     np.testing.assert_allclose(np.stack([rot.quat_normalize(2 * x) for x in q]), rot.quat_normalize(2 * q))
     single = np.stack([rot.quat_slerp(x, y, 0.3) for x, y in zip(q, b)])
     np.testing.assert_allclose(single, rot.quat_slerp(q, b, np.full(50, 0.3)), atol=1e-12)
+
+
+def test_encode_with_a_reference_continues_a_sequence():
+    space = get_action_space("delta_xyz_abs_rpy")
+    here = Pose([0.4, 0.0, 0.3], rot.rpy_to_quat([np.pi + 0.01, 0.0, 0.0]))  # canonical roll: -pi + 0.01
+    prev = np.array([0.0, 0.0, 0.0, np.pi - 0.02, 0.0, 0.0, 1.0])  # the previous action's roll, just below +pi
+    plain = space.encode(here, here, 1.0)
+    assert abs(plain[3] - prev[3]) > 6.0  # the canonical roll sits at -pi + ...: a 2pi jump from prev
+    cont = space.encode(here, here, 1.0, reference=prev)
+    assert abs(cont[3] - prev[3]) < 0.05
+    back, _ = space.decode(here, cont)
+    assert same_rotation(back.quaternion, here.quaternion, tol=1e-9)
+    qspace = get_action_space("abs_pose_quat")
+    ref = qspace.encode(here, here, 1.0)
+    flipped = Pose(here.position, -here.quaternion)
+    assert np.dot(qspace.encode(here, flipped, 1.0, reference=ref)[3:7], ref[3:7]) > 0

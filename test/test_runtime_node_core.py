@@ -365,6 +365,12 @@ def test_mismatched_policy_and_config_are_rejected():
         PolicyRuntime(RuntimeConfig.from_dict({"action_space": "abs_pose_quat"}), policy, "inline")
     with pytest.raises(ValueError, match="executor must be one of"):
         PolicyRuntime(RuntimeConfig(), policy, "process")
+    # a custom EE frame (e.g. set in Desk) is fine for pose output from the robot's pose topic ...
+    custom = {"frames": {"ee_frame": "fr3_EE"}}
+    PolicyRuntime(RuntimeConfig.from_dict(custom), policy, "inline")
+    # ... but joint output needs kinematics for it, and says how to provide them
+    with pytest.raises(ValueError, match=r"pass kinematics=\.\.\. to PolicyRuntime"):
+        PolicyRuntime(RuntimeConfig.from_dict({**custom, "output_mode": "joint_trajectory"}), policy, "inline")
 
 
 # -- gripper and joint trajectories -----------------------------------------------------------------------------------

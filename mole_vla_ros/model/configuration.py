@@ -184,7 +184,7 @@ class ActionHeadConfig:
             f"({self.diffusion_steps}).",
         )
         _check(self.cfg_scale >= 0, f"action_head.cfg_scale must be >= 0 (1.0 = no guidance), got {self.cfg_scale}.")
-        _unit_interval("action_head", "cfg_dropout", self.cfg_dropout)
+        _unit_interval("action_head", "cfg_dropout", self.cfg_dropout, closed_right=True)
         _unit_interval("action_head", "gripper_threshold", self.gripper_threshold, closed_right=True)
 
 

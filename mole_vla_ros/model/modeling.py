@@ -129,12 +129,36 @@ class MoLeVLA(nn.Module):
     def text_batch(self, instructions: list[str]) -> TextBatch:
         return self.tokenizer.batch(list(instructions), device=self.device)
 
-    def embed(self, images: torch.Tensor, text: TextBatch, clock: _StageClock | None = None) -> VLAInputs:
-        """Fused embeddings [BOS][visual][text][pad] and the bookkeeping the rest of the forward needs."""
-        b = images.shape[0]
+    def vision_tokens(self, images) -> torch.Tensor:
+        """Encoder output [B, V*P, F] for images (see image_tensor): what a frozen tower's feature cache stores."""
+        return self.vision(self.image_tensor(images))
+
+    def embed(
+        self,
+        images: torch.Tensor | None,
+        text: TextBatch,
+        clock: _StageClock | None = None,
+        vision_tokens: torch.Tensor | None = None,
+    ) -> VLAInputs:
+        """Fused embeddings [BOS][visual][text][pad] and the bookkeeping the rest of the forward needs.
+
+        vision_tokens: precomputed encoder output [B, V*P, F] (e.g. cached features of a frozen tower); when given,
+        `images` is not used and the vision encoder is not run.
+        """
+        if vision_tokens is None:
+            vision_tokens = self.vision(images)
+        else:
+            want = (self.config.num_visual_tokens, self.config.vision.feature_dim)
+            if vision_tokens.ndim != 3 or tuple(vision_tokens.shape[1:]) != want:
+                raise ValueError(
+                    f"vision_tokens must be [B, {want[0]}, {want[1]}] (views x tokens per view, feature dim), got "
+                    f"{list(vision_tokens.shape)}; compute them with model.vision_tokens(images)."
+                )
+            vision_tokens = vision_tokens.to(self.device, self.dtype)
+        b = vision_tokens.shape[0]
         if text.ids.shape[0] != b:
             raise ValueError(f"{b} image sample(s) but {text.ids.shape[0]} instruction(s); give one per sample.")
-        visual = self.projector(self.vision(images))
+        visual = self.projector(vision_tokens)
         if clock:
             clock.lap("vision")
         bos = torch.full((b, 1), self.tokenizer.bos_id, dtype=torch.long, device=self.device)
@@ -174,16 +198,21 @@ class MoLeVLA(nn.Module):
 
     def forward(
         self,
-        images: torch.Tensor,
+        images: torch.Tensor | None,
         text: TextBatch,
         active_layers: int | None = None,
         skip_mode: str | None = None,
         generator: torch.Generator | None = None,
         timings: dict | None = None,
+        vision_tokens: torch.Tensor | None = None,
     ) -> VLAForwardOutput:
-        """Images (see image_tensor) + tokenized text -> LLM features, cognition feature and the router's choice."""
+        """Images (see image_tensor) or cached `vision_tokens` + tokenized text -> LLM features, cognition feature
+        and the router's choice."""
         clock = _StageClock(timings, self.device)
-        inputs = self.embed(self.image_tensor(images), text, clock)
+        if vision_tokens is None:
+            inputs = self.embed(self.image_tensor(images), text, clock)
+        else:
+            inputs = self.embed(None, text, clock, vision_tokens=vision_tokens)
         choice = self.route(inputs, active_layers, skip_mode, generator)
         clock.lap("router")
         gate = choice.gate if (self.training and torch.is_grad_enabled()) else None
@@ -225,17 +254,19 @@ class MoLeVLA(nn.Module):
     def compute_loss(self, batch: dict, teacher=None, generator: torch.Generator | None = None) -> dict:
         """Training losses for one batch.
 
-        batch: "images" (see image_tensor), "instructions" (list[str]) or "input_ids" + "attention_mask" (text only,
-               right padded, ending in EOS), "actions" normalized [B, chunk, A]; optional "active_layers", "skip_mode".
+        batch: "images" (see image_tensor) or "vision_tokens" (cached encoder output [B, V*P, F], see
+               vision_tokens()), "instructions" (list[str]) or "input_ids" + "attention_mask" (text only, right padded,
+               ending in EOS), "actions" normalized [B, chunk, A]; optional "active_layers", "skip_mode".
         teacher: a cogkd.EMATeacher (full depth) or None (CogKD term = 0).
         Returns tensors "total", "diffusion", "cogkd", "balance" (scalars) plus "router" (RouterChoice) and
         "layer_calls" (int). total = diffusion + loss.kd_weight * cogkd + loss.balance_weight * balance.
         """
         from .cogkd import cogkd_loss
 
-        for key in ("images", "actions"):
-            if key not in batch:
-                raise KeyError(f"compute_loss batch needs {key!r}; it has {sorted(batch)}.")
+        if "actions" not in batch:
+            raise KeyError(f"compute_loss batch needs 'actions'; it has {sorted(batch)}.")
+        if "images" not in batch and "vision_tokens" not in batch:
+            raise KeyError(f"compute_loss batch needs 'images' or 'vision_tokens'; it has {sorted(batch)}.")
         if "instructions" in batch:
             text = self.text_batch(batch["instructions"])
         elif "input_ids" in batch and "attention_mask" in batch:
@@ -248,7 +279,14 @@ class MoLeVLA(nn.Module):
             raise ValueError(
                 f"batch['actions'] must be [B, {want[0]}, {want[1]}] (normalized), got {list(actions.shape)}."
             )
-        out = self.forward(batch["images"], text, batch.get("active_layers"), batch.get("skip_mode"), generator)
+        out = self.forward(
+            batch.get("images"),
+            text,
+            batch.get("active_layers"),
+            batch.get("skip_mode"),
+            generator,
+            vision_tokens=batch.get("vision_tokens"),
+        )
         diffusion = self.action_head.loss(actions, out.cognition, generator=generator)
         if teacher is not None:
             teacher_hidden = teacher(out.inputs.embeds, out.inputs.mask)

@@ -5,6 +5,7 @@
     out.actions          # [chunk, action_dim] un-normalized, in policy.action_space
     out.layer_indices    # the LLM layers STAR ran this step
     out.timings_ms       # preprocess, vision, router, llm, action_head, total
+    out.flops            # analytic FLOPs per stage for this step (flops.py), "total" included
 
 Determinism: the diffusion noise comes from a CPU torch.Generator. With `seed` the policy owns one generator seeded
 once (two policies with the same seed produce the same sequence of chunks); `PolicyInput.seed` overrides it for one
@@ -56,6 +57,7 @@ class MoLeVLAPolicy:
         self.cfg_scale = cfg_scale
         self.processor = ImageProcessor(self.camera_names, self.image_size)
         self.generator = torch.Generator().manual_seed(int(seed)) if seed is not None else None
+        self._flops_cache: dict[tuple[int, int], dict[str, float]] = {}
 
     @classmethod
     def from_checkpoint(
@@ -114,7 +116,19 @@ class MoLeVLAPolicy:
             layer_probs=choice.probs[0].float().cpu().numpy(),
             num_layers=self.num_layers,
             timings_ms=timings,
+            flops=self._flops(inp.instruction, len(choice.indices[0])),
         )
+
+    def _flops(self, instruction: str, k: int) -> dict[str, float]:
+        """Analytic FLOPs per stage of this step (flops.py), cached per (prompt length, k)."""
+        text_tokens = 1 + len(self.model.tokenizer.encode(instruction))  # BOS + prompt + EOS
+        key = (text_tokens, k)
+        if key not in self._flops_cache:
+            from .flops import estimate
+
+            report = estimate(self.model.config, text_tokens, active_layers=k, cfg_scale=self.cfg_scale)
+            self._flops_cache[key] = report.stage_flops()
+        return dict(self._flops_cache[key])
 
     def warmup(self, instruction: str = "warm up", steps: int = 2) -> None:
         """Run a few throw-away predictions (allocator, kernels) without touching the policy's generator."""

@@ -1,7 +1,7 @@
 """STAR: the Spatial-Temporal Aware Router that picks which LLM layers run for each sample (spec 2.1-2.4).
 
     W_p        base_proj:        Linear(D -> d1), shared by both branches (Eq. 8)
-    S          spatial_router:   masked mean of W_p(visual tokens) -> Linear -> GELU -> Linear(-> N)      (Eq. 9)
+    S          spatial_router:   mean of W_p(visual tokens) -> Linear -> GELU -> Linear(-> N)             (Eq. 9)
     T          temporal_router:  1-layer TransformerEncoder over W_p(text tokens), padding masked, masked mean
                time_proj:        Linear(d1 -> N)                                                         (Eq. 10)
     alpha      temp_controller:  sigmoid(Linear(pooled text) + temp_bias)                                 (Eq. 11)

@@ -136,11 +136,20 @@ class ReplayResult:
 
 
 class _Timer:
-    __slots__ = ("name", "next_t", "order", "period")
+    """A node timer on bag time: fires at start + k * period, k = 1, 2, ... (rclpy fires one period after creation).
+
+    Times are computed from the start, not accumulated, so 100 000 ticks do not drift."""
+
+    __slots__ = ("count", "name", "next_t", "order", "period", "start")
 
     def __init__(self, name: str, period: float, start: float, order: int):
-        self.name, self.period, self.order = name, period, order
-        self.next_t = start + period  # rclpy timers fire one period after creation
+        self.name, self.period, self.order, self.start = name, period, order, start
+        self.count = 1
+        self.next_t = start + period
+
+    def advance(self) -> None:
+        self.count += 1
+        self.next_t = self.start + self.count * self.period
 
 
 def _settings(opts: ReplayOptions) -> tuple[NodeSettings, Path | None, list[str]]:
@@ -437,8 +446,7 @@ class _Loop:
             now = timer.next_t
             getattr(self, f"_on_{timer.name}")(now)
             self.control_steps += timer.name == "control"
-            # advance from the start time, not by accumulation, so 10 000 ticks do not drift
-            timer.next_t = now + timer.period
+            timer.advance()
 
     def _emit(self, key: str, msg: Any, now: float) -> None:
         topic = self.names[key][0]

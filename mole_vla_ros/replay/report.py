@@ -161,6 +161,11 @@ def format_text(report: dict) -> str:
         f"bag      {report['bag']['path']}  ({report['bag']['storage']}, {report['bag']['duration_s']:.2f} s, "
         f"{report['bag']['messages']} msgs, metadata v{report['bag']['metadata_version']})"
     )
+    b = report["bag"]
+    if b.get("start_offset_s") or b.get("replayed_s", b["duration_s"]) < b["duration_s"] - 1e-6:
+        lines.append(
+            f"slice    {b['start_offset_s']:.2f} s to {b['start_offset_s'] + b['replayed_s']:.2f} s of the bag"
+        )
     lines.append(
         f"model    {m.get('checkpoint')}  preset={m.get('preset', '?')} layers k={m.get('active_layers', '?')}"
         f"/{m.get('num_layers', '?')} skip={m.get('skip_mode', '?')} cameras={m['camera_names']}"

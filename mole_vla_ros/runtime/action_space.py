@@ -88,8 +88,13 @@ class ActionSpace:
         return arr
 
     # -- encode / decode --------------------------------------------------------------------------------------------
-    def encode(self, current: Pose, target: Pose, gripper_open: float) -> np.ndarray:
-        """The action [dim] that moves the EE from `current` to `target` with gripper command `gripper_open`."""
+    def encode(self, current: Pose, target: Pose, gripper_open: float, reference=None) -> np.ndarray:
+        """The action [dim] that moves the EE from `current` to `target` with gripper command `gripper_open`.
+
+        `reference` (an earlier action of this space, e.g. its neighbour in the sequence) picks, among equivalent
+        rotation values (rpy +-2pi, rotation vector across pi, quaternion sign), the one closest to it: use it for
+        padding or appended actions so they continue an `encode_trajectory` sequence without a jump.
+        """
         g = float(gripper_open)
         if not 0.0 <= g <= 1.0:
             raise ValueError(f"gripper_open must be in [0, 1] (1 = open), got {gripper_open!r}")
@@ -101,7 +106,19 @@ class ActionSpace:
             q = rot.quat_multiply(target.quaternion, rot.quat_conjugate(current.quaternion))
         else:
             q = target.quaternion
-        return np.concatenate([pos, self._quat_to_rot(q), [g]])
+        r = self._quat_to_rot(q)
+        if reference is not None:
+            ref = self.check_actions(reference, "reference action").reshape(-1)[3 : self.dim - 1]
+            r = self._continue_rotation(r[None], ref)[0]
+        return np.concatenate([pos, r, [g]])
+
+    def _continue_rotation(self, r: np.ndarray, reference=None) -> np.ndarray:
+        """Rotation values [T, n] made continuous along T (and with `reference` before the first)."""
+        if self.rotation_repr == "rpy":
+            return rot.unwrap_rpy(r, reference=reference)
+        if self.rotation_repr == "rotvec":
+            return rot.rotvec_continuity(r, reference=reference)
+        return rot.quat_sign_continuity(r, reference=reference)
 
     def decode_arrays(self, current_position, current_quaternion, actions) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Vectorised chunk decode: positions [T, 3], quaternions [T, 4], gripper [T] from actions [T, dim].
@@ -160,14 +177,7 @@ class ActionSpace:
         if g.shape[0] != len(poses):
             raise ValueError(f"gripper_open must have one value per pose ({len(poses)}), got {g.shape[0]}")
         acts = np.stack([self.encode(poses[t], poses[t + 1], g[t + 1]) for t in range(len(poses) - 1)])
-        if self.rotation == "absolute":
-            r = acts[:, 3 : self.dim - 1]
-            if self.rotation_repr == "rpy":
-                acts[:, 3:6] = rot.unwrap_rpy(r)
-            elif self.rotation_repr == "rotvec":
-                acts[:, 3:6] = rot.rotvec_continuity(r)
-            else:
-                acts[:, 3:7] = rot.quat_sign_continuity(r)
+        acts[:, 3 : self.dim - 1] = self._continue_rotation(acts[:, 3 : self.dim - 1])
         return acts
 
 

@@ -62,6 +62,7 @@ from mole_vla_ros.runtime.commands import (
 )
 from mole_vla_ros.runtime.config import RuntimeConfig
 from mole_vla_ros.runtime.gripper import GripperLogic
+from mole_vla_ros.runtime.joint_output import JointTrajectoryPlanner
 from mole_vla_ros.runtime.observation import Observation, ObservationSync
 from mole_vla_ros.runtime.safety import SafetyMonitor
 from mole_vla_ros.runtime.scheduler import ChunkScheduler
@@ -143,9 +144,21 @@ class PolicyRuntime:
             )
         self.control_dt = dt
 
-        self.kinematics = kinematics or FrankaKinematics(config.robot_type, _ee_link_of(config.frames.ee_frame))
+        needs_kinematics = config.output_mode == "joint_trajectory" or config.observation.ee_pose_source == "fk"
+        if kinematics is None:
+            try:
+                kinematics = FrankaKinematics(config.robot_type, _ee_link_of(config.frames.ee_frame))
+            except ValueError:
+                if needs_kinematics:
+                    raise
+                # pose output from the robot's own EE pose topic never needs our kinematics: a custom EE is fine
+                log.info("no built-in kinematics for ee_frame %r (not needed in this mode)", config.frames.ee_frame)
+        self.kinematics = kinematics
         self.sync = ObservationSync(
-            config.observation, self.frame_id, self.description.arm_joint_names, fk=self.kinematics.fk
+            config.observation,
+            self.frame_id,
+            self.description.arm_joint_names,
+            fk=None if self.kinematics is None else self.kinematics.fk,
         )
         sch = config.scheduling
         self.scheduler = ChunkScheduler(dt, sch.execute_horizon, sch.max_latency_s, sch.ensemble)
@@ -177,11 +190,11 @@ class PolicyRuntime:
         self._obs_status = "no observation yet"
         self._hold_since = -np.inf
         self._was_actuating = False
-        self._q_cmd: np.ndarray | None = None  # last commanded joint positions (joint_trajectory mode)
-        self._last_joint_cmd: JointTrajectoryCommand | None = None
-        self._future: deque[TrackerState] = deque()  # precomputed tracker samples (joint_trajectory mode)
-        self._future_key: tuple | None = None
-        self._ik_cache: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # sample stamp (us) -> (q, qd)
+        self.joints = (
+            JointTrajectoryPlanner(self.kinematics, self.description, tr, config.ik, self.command_dt)
+            if config.output_mode == "joint_trajectory"
+            else None
+        )
         self._gripper_key: tuple[int, int] | None = None
         self._chunk_id = 0
         self.counters: Counter[str] = Counter()
@@ -538,8 +551,8 @@ class PolicyRuntime:
             self.tracker.reset(start, now)
         self.scheduler.clear()
         self._hold_since = self._last_obs_stamp
-        self._q_cmd = q
-        self._last_joint_cmd = None
+        if self.joints is not None:
+            self.joints.start(q)
         width = self.sync.latest_gripper_width()
         if width is not None:
             self.gripper.sync_to_width(width)
@@ -555,9 +568,8 @@ class PolicyRuntime:
         return self.scheduler.reference
 
     def _drop_future(self) -> None:
-        self._future.clear()
-        self._ik_cache.clear()
-        self._future_key = None
+        if self.joints is not None:
+            self.joints.invalidate()
 
     def _advance_tracker(self, now: float) -> TrackerState | None:
         st = self.tracker.state
@@ -579,12 +591,11 @@ class PolicyRuntime:
         for _ in range(n):
             prev = self.tracker.state
             t_next = prev.stamp + self.command_dt
-            if self._future and self._future_key == self._plan_key() and abs(self._future[0].stamp - t_next) < 1e-9:
-                # joint_trajectory mode already computed this sample (identical to stepping, see rollout)
-                new = self._future.popleft()
+            # joint_trajectory mode may have computed this sample already (identical to stepping, see rollout)
+            new = None if self.joints is None else self.joints.pop(self._plan_key(), t_next)
+            if new is not None:
                 self.tracker.state = new
             else:
-                self._future.clear()
                 new = self.tracker.step(self._reference_fn()(t_next))
             why = self.safety.check_sample(prev, new)
             if why:
@@ -603,107 +614,32 @@ class PolicyRuntime:
         return self.tracker.state
 
     def _joint_trajectory(self, now: float) -> JointTrajectoryCommand | None:
-        """IK of the next joint_horizon_s of the tracker's trajectory: positions and velocities for JTC.
+        """The next JointTrajectory (see runtime/joint_output.py), one per trajectory.joint_point_dt.
 
-        The future samples and their IK solutions are cached per plan (`_plan_key`): while the plan is unchanged each
-        message only solves the one new point at its end; a new chunk or a hold recomputes the horizon once.
-        A point of the horizon without an IK solution (out of reach, joint limits, joint speed) is reported and the
-        runtime starts braking NOW, while the path up to that point is still feasible, then holds.
+        A horizon point without an IK solution (out of reach, joint limits, joint speed) is reported and the runtime
+        starts braking NOW, while the path up to that point is still feasible, then holds.
         """
-        if self.tracker.state is None:
+        planner = self.joints
+        if self.tracker.state is None or not planner.due(now):
             return None
-        last = self._last_joint_cmd
-        if last is not None and now - last.stamp < self.config.trajectory.joint_point_dt - 1e-9:
-            return None  # one message per joint_point_dt: JTC keeps executing the previous one meanwhile
-        seed = self._q_cmd if self._q_cmd is not None else self.sync.latest_joint_positions()
+        # seeded by the joints commanded with the previous message (or measured, at actuation start)
+        seed = planner.q_cmd if planner.q_cmd is not None else self.sync.latest_joint_positions()
         if seed is None:
             return None
-        # the seed is the joint position commanded with the previous message (or measured, at actuation start)
-        first_dt = None if last is None or self._q_cmd is None else max(now - last.stamp, self.command_dt)
-        qs, qds, ts, failure = self._solve_horizon(now, seed, first_dt)
+        points, failure = planner.plan(now, self.tracker, self._reference_fn(), self._plan_key(), seed)
         if failure is not None:
             k, reason, where = failure
             self.safety.reject(f"ik_{reason}", f"horizon point {k} at {where}")
             if not self.safety.hold_reason:
                 self._fault(f"ik_{reason}", f"no IK solution {k} points ahead at {where}: braking")
-                qs, qds, ts, failure = self._solve_horizon(now, seed, first_dt)  # the braking path
-        if not qs:
-            # not even the current sample is feasible: hold the last commanded joints and restart the Cartesian
-            # trajectory there, so tracker and joint command agree again
-            q_hold = self._q_cmd if self._q_cmd is not None else seed
-            self.tracker.reset(self.kinematics.fk(q_hold), self.tracker.state.stamp)
-            self._last_joint_cmd = JointTrajectoryCommand(
-                now,
-                self.description.arm_joint_names,
-                np.array([self.config.trajectory.joint_point_dt]),
-                q_hold[None],
-                np.zeros((1, 7)),
-            )
-            return self._last_joint_cmd
-        self._q_cmd = qs[0]
-        # the first point is the current sample (time ~0); JTC gets the future points (time_from_start > 0)
-        ts_arr = np.asarray(ts)
-        keep = ts_arr > 1e-6
-        if not np.any(keep):
-            keep[-1] = True
-            ts_arr[-1] = max(ts_arr[-1], self.command_dt)
-        cmd = JointTrajectoryCommand(
-            now,
-            self.description.arm_joint_names,
-            ts_arr[keep],
-            np.asarray(qs)[keep],
-            np.asarray(qds)[keep],
-        )
-        self._last_joint_cmd = cmd
-        return cmd
-
-    def _solve_horizon(self, now: float, seed: np.ndarray, first_dt: float | None):
-        """(positions, velocities, times from now, failure) for the current sample and the horizon's points.
-
-        failure is None or (point index, IK reason, position) of the first point without a solution; the lists stop
-        before it.
-        """
-        tr, ikc = self.config.trajectory, self.config.ik
-        sub = max(1, round(tr.joint_point_dt / self.command_dt))
-        need = sub * max(1, round(tr.joint_horizon_s / (sub * self.command_dt)))
-        key = self._plan_key()
-        if key != self._future_key:
-            self._drop_future()
-            self._future_key = key
-        if len(self._future) < need:
-            start = self._future[-1] if self._future else self.tracker.state
-            self._future.extend(self.tracker.rollout(self._reference_fn(), need - len(self._future), start=start))
-        points = [self.tracker.state, *[self._future[i] for i in range(sub - 1, need, sub)]]
-        for stamp in [t for t in self._ik_cache if t < round((now - 1.0) * 1e6)]:
-            del self._ik_cache[stamp]
-        v_lim = self.description.limits.qd_max * ikc.velocity_fraction
-        qs, qds, ts = [], [], []
-        q = seed
-        for k, s in enumerate(points):
-            stamp_key = round(s.stamp * 1e6)
-            hit = self._ik_cache.get(stamp_key)
-            if hit is None:
-                res = self.kinematics.ik(
-                    s.pose,
-                    q,
-                    dt=first_dt if k == 0 else sub * self.command_dt,
-                    velocity_fraction=ikc.velocity_fraction,
-                    joint_limit_margin=ikc.joint_limit_margin,
-                    damping=ikc.damping,
-                    max_iterations=ikc.max_iterations,
-                    position_tolerance=ikc.position_tolerance,
-                    rotation_tolerance=ikc.rotation_tolerance,
-                    nullspace_gain=ikc.nullspace_gain,
-                )
-                if not res.success:
-                    return qs, qds, ts, (k, res.reason, np.round(s.position, 3).tolist())
-                hit = (res.q, np.clip(self.kinematics.joint_velocity(res.q, s.twist), -v_lim, v_lim))
-                self._ik_cache[stamp_key] = hit
-            q = hit[0]
-            qs.append(hit[0])
-            qds.append(hit[1])
-            ts.append(s.stamp - now)
-        return qs, qds, ts, None
+                points, _ = planner.plan(now, self.tracker, self._reference_fn(), self._plan_key(), seed)
+        if points:
+            return planner.commit(now, points)
+        # not even the current sample is feasible: hold the commanded joints and restart the Cartesian trajectory
+        # there, so tracker and joint command agree again
+        q_hold = planner.q_cmd if planner.q_cmd is not None else seed
+        self.tracker.reset(self.kinematics.fk(q_hold), self.tracker.state.stamp)
+        return planner.hold(now, q_hold)
 
     def _gripper_step(self, now: float) -> GripperCommand | None:
         if not self.scheduler.has_plan or self.safety.hold_reason:

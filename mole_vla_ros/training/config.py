@@ -261,6 +261,9 @@ def _sim_default() -> TrainingConfig:
         eval_interval=250,
         save_interval=250,
         dataset_image_size=128,
+        # one thread per process: on a busy 2-core machine two OpenMP threads spin against other processes and
+        # ran 25x slower in our measurements; stage 2 and its ablation then train side by side on the two cores
+        threads=1,
     )
 
 

@@ -663,7 +663,7 @@ class Trainer:
             metrics.close()
             if writer is not None:
                 writer.close()
-            log.info("\n%s", summary.text())
+            log.info("finished %s stage at step %d; final checkpoint %s", cfg.stage, self.step, final_dir)
         barrier(self.dist)
         return summary
 
