@@ -47,6 +47,10 @@ format: venv
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
+# Retrain models/default from scratch on this CPU (simulated demonstrations, both stages, evaluation): ~2 h on 2 cores.
+default-model: venv
+	bash scripts/train_default_model.sh
+
 clean:
 	rm -rf $(VENV) build dist *.egg-info
 

@@ -9,3 +9,14 @@ os.environ.setdefault("ROS_LOCALHOST_ONLY", "1")  # Humble
 os.environ.setdefault("ROS_DOMAIN_ID", "73")
 # Headless rendering for the simulator tests.
 os.environ.setdefault("MUJOCO_GL", "egl")
+
+# Property tests explore with hypothesis; on CI (CI=true) the examples are derandomized so a run is reproducible,
+# and a failure prints the example that broke it.
+try:
+    from hypothesis import settings
+
+    settings.register_profile("ci", derandomize=True, print_blob=True)
+    settings.register_profile("dev", print_blob=True)
+    settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
+except ImportError:  # hypothesis is a dev dependency; without it the property tests are not collected anyway
+    pass

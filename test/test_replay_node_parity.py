@@ -65,23 +65,32 @@ def _node_run(bag, params):
         # decoded with the node's own message classes (AnyReader builds its own)
         messages = [(t, c.topic.lstrip("/"), MSGS.deserialize(bytes(raw), c.msgtype)) for c, t, raw in b.messages()]
         start, end = b.start_ns * 1e-9, b.end_ns * 1e-9
-    node.t = start
+    # the node's timers on bag time, fired exactly like an executor under `ros2 bag play --clock` (and like replay):
+    # a timer due strictly before a message fires first; due times are start + n * period
+    timers = [[period, callback, 1] for period, callback, _ in node.timers]
+    enabled = False
+
+    def fire_until(t_end: float, inclusive: bool) -> None:
+        nonlocal enabled
+        while True:
+            order, timer = min(enumerate(timers), key=lambda x: (start + x[1][2] * x[1][0], x[0]))
+            due = start + timer[2] * timer[0]
+            if not (due <= t_end if inclusive else due < t_end):
+                return
+            node.t = due
+            timer[1]()
+            timer[2] += 1
+            if order == 0 and not enabled:  # ~/enable right after the first control tick, as replay does
+                _, callback = node.services["~/enable"]
+                enabled = callback(SimpleNamespace(data=True), SimpleNamespace(success=None, message=None)).success
+
+    for t_ns, topic, msg in messages:
+        fire_until(t_ns * 1e-9, inclusive=False)
+        if topic in node.subscriptions:
+            node.deliver(topic, msg)
     # replay keeps ticking after the last message for the simulated latency + one action period (0.1 + 0.1 s)
-    n_ticks = int(np.floor((end - start + 0.2) / DT + 1e-6))
-    i = 0
-    for k in range(1, n_ticks + 1):
-        tick = start + k * DT
-        # messages stamped up to the tick are delivered before it (replay: timers strictly before a message fire first)
-        while i < len(messages) and messages[i][0] * 1e-9 <= tick + 1e-9:
-            _, topic, msg = messages[i]
-            if topic in node.subscriptions:
-                node.deliver(topic, msg)
-            i += 1
-        node.t = start + (k - 1) * DT  # advance() adds DT: the tick runs at exactly start + k * DT
-        node.advance(DT)
-        if k == 1:
-            _, callback = node.services["~/enable"]
-            assert callback(SimpleNamespace(data=True), SimpleNamespace(success=None, message=None)).success
+    fire_until(end + 0.2, inclusive=True)
+    assert enabled
     published = {topic: pub.sent for topic, pub in node.publishers.items()}
     goals = [(c.name.rsplit("/", 1)[-1], g) for c in FakeActionClient.instances for g in c.goals]
     return published, goals
@@ -117,11 +126,6 @@ def test_replay_and_the_node_shell_publish_the_same(tmp_path, fake_ros):  # noqa
         "~/markers": "/mole_vla_policy/markers",
         "/diagnostics": "/diagnostics",
     }
-    print("NODE", [(m.header.stamp.sec % 100, m.header.stamp.nanosec // 10**6) for m in node_pub["~/predicted_path"]])
-    print("REPL", [(m.header.stamp.sec % 100, m.header.stamp.nanosec // 10**6) for m in replay_pub["/mole_vla_policy/predicted_path"]])
-    print("NODE diag", [ {kv.key: kv.value for kv in m.status[0].values}.get("count.rejected/late_chunk") for m in node_pub["/diagnostics"]])
-    print("NODE rej", [ {kv.key: kv.value for kv in m.status[0].values if "reject" in kv.key} for m in node_pub["/diagnostics"]][-1])
-    print("REPL rej", [ {kv.key: kv.value for kv in m.status[0].values if "reject" in kv.key} for m in replay_pub["/diagnostics"]][-1])
     for node_topic, replay_topic in pairs.items():
         assert len(node_pub[node_topic]) == len(replay_pub.get(replay_topic, [])), node_topic
     assert len(replay_pub["/mole_vla_policy/predicted_path"]) >= 3

@@ -66,12 +66,18 @@ def write_episode(root, name: str, instruction: str, rng, ticks: int = 24):
             msgs.append((t + 200_000, TOPICS[2].name, g))
         img = np.full((32, 32, 3), 40 + int(70 * (1 + sign) + 40 * closed), dtype=np.uint8)
         img[:, : 8 + (i % 16)] += rng.integers(0, 20, dtype=np.uint8)
-        m = default_message("sensor_msgs/msg/Image", height=32, width=32, encoding="rgb8", step=96, data=img.reshape(-1))
+        m = default_message(
+            "sensor_msgs/msg/Image", height=32, width=32, encoding="rgb8", step=96, data=img.reshape(-1)
+        )
         _stamp(m, T0 + i * TICK)
         msgs.append((T0 + i * TICK + 300_000, TOPICS[0].name, m))
         pos = pos + np.array([0.004, 0.01 * sign, -0.002]) + rng.normal(0, 0.001, 3)
     w = EpisodeWriter(
-        root, name, TOPICS, EpisodeMetadata(instruction, cameras={"scene": {"topic": TOPICS[0].name}}), min_free_disk_gb=0
+        root,
+        name,
+        TOPICS,
+        EpisodeMetadata(instruction, cameras={"scene": {"topic": TOPICS[0].name}}),
+        min_free_disk_gb=0,
     )
     for t, topic, m in sorted(msgs, key=lambda x: x[0]):
         w.write(topic, bytes(ts.serialize_cdr(m, m.__msgtype__)), t)
@@ -85,7 +91,9 @@ def dataset(tmp_path_factory):
     for e in range(5):
         write_episode(root, f"ep{e}", list(INSTRUCTIONS)[e % 2], rng)
     out = tmp_path_factory.mktemp("dataset") / "ds"
-    build_dataset([root], out, DatasetConfig(rate_hz=10, image_size=32, val_fraction=0.2, shard_size=32), progress=False)
+    build_dataset(
+        [root], out, DatasetConfig(rate_hz=10, image_size=32, val_fraction=0.2, shard_size=32), progress=False
+    )
     return str(out)
 
 
@@ -216,7 +224,10 @@ def test_cached_vision_features_train_like_images(dataset, tmp_path):
     plain = train(cfg.replace(cache_vision_features="off"), [dataset], tmp_path / "p", progress=False)
     np.testing.assert_allclose(cached.losses, plain.losses, rtol=1e-5)
     cache = Path(dataset) / "vision_cache"
-    assert sorted(p.name.split("-", 1)[1] for p in cache.iterdir()) == ["float32-train.safetensors", "float32-val.safetensors"]
+    assert sorted(p.name.split("-", 1)[1] for p in cache.iterdir()) == [
+        "float32-train.safetensors",
+        "float32-val.safetensors",
+    ]
 
 
 def test_training_from_episode_directories_builds_the_dataset(tmp_path):

@@ -267,6 +267,9 @@ class PolicyRuntime:
         """Stop actuating now (commands stop with this step; enable() re-arms)."""
         with self._lock:
             self.safety.disable(reason)
+            # re-enabling must start actuation afresh (tracker from the measured pose, gripper re-read), even when
+            # no step ran in between
+            self._was_actuating = False
 
     def reset_episode(self) -> None:
         """Forget the plan, the pending inference and all buffered observations (between episodes)."""

@@ -30,7 +30,7 @@ def augment_images(images: torch.Tensor, cfg: AugmentConfig, generator: torch.Ge
         for j in range(v):
             x = images[i, j]
             # square crop covering a random area fraction, resized back to S x S
-            side = max(1, int(round(s * _uniform(*cfg.crop_scale, generator) ** 0.5)))
+            side = max(1, round(s * _uniform(*cfg.crop_scale, generator) ** 0.5))
             top = int(torch.randint(0, s - side + 1, (), generator=generator))
             left = int(torch.randint(0, s - side + 1, (), generator=generator))
             x = x[:, top : top + side, left : left + side]

@@ -75,7 +75,7 @@ class TrainingConfig:
     """Everything one `mole-vla train` run needs besides the data path. Validated on construction."""
 
     # ---- model
-    preset: str = "tiny"  # MoLeVLAConfig preset used when not starting from a checkpoint
+    model_preset: str = "tiny"  # MoLeVLAConfig preset used when not starting from a checkpoint
     model_overrides: dict[str, Any] = field(default_factory=dict)  # dotted MoLeVLAConfig overrides
     init_from: str | None = None  # checkpoint dir to start from (stage 1 output for stage "mole"; or a pretrained one)
     stage: str = "full"
@@ -116,8 +116,8 @@ class TrainingConfig:
     def __post_init__(self):
         if isinstance(self.augment, dict):
             self.augment = AugmentConfig(**self.augment)
-        if not isinstance(self.preset, str) or not self.preset:
-            _fail(f"preset must be a model preset name, got {self.preset!r}.")
+        if not isinstance(self.model_preset, str) or not self.model_preset:
+            _fail(f"model_preset must be a model preset name, got {self.model_preset!r}.")
         if not isinstance(self.model_overrides, dict):
             _fail(f"model_overrides must be a dict of dotted config names, got {type(self.model_overrides).__name__}.")
         _one_of("stage", self.stage, STAGES)
@@ -221,7 +221,7 @@ class TrainingConfig:
 def _tiny() -> TrainingConfig:
     # random-init model trained from scratch in seconds: high LR, trainable patchifier
     return TrainingConfig(
-        preset="tiny", steps=200, batch_size=8, lr=1e-3, freeze_vision=False, log_interval=5, save_interval=100
+        model_preset="tiny", steps=200, batch_size=8, lr=1e-3, freeze_vision=False, log_interval=5, save_interval=100
     )
 
 
@@ -249,7 +249,7 @@ SIM_DEFAULT_MODEL = {
 
 def _sim_default() -> TrainingConfig:
     return TrainingConfig(
-        preset="tiny",
+        model_preset="tiny",
         model_overrides=dict(SIM_DEFAULT_MODEL),
         steps=1500,
         batch_size=32,
@@ -269,13 +269,15 @@ def _sim_default() -> TrainingConfig:
 
 def _small() -> TrainingConfig:
     # pretrained SmolLM2 + EfficientNet-Lite0: fine-tuning LR, frozen vision with cached features
-    return TrainingConfig(preset="small", steps=2000, batch_size=8, lr=5e-5, freeze_vision=True, save_interval=500)
+    return TrainingConfig(
+        model_preset="small", steps=2000, batch_size=8, lr=5e-5, freeze_vision=True, save_interval=500
+    )
 
 
 def _cogact_base() -> TrainingConfig:
     # the paper's recipe (spec 4): LR 2e-5 constant, wd 0, clip 1.0, 64 per GPU, bf16, FSDP, ~800-1000 steps
     return TrainingConfig(
-        preset="cogact-base",
+        model_preset="cogact-base",
         steps=1000,
         batch_size=64,
         lr=2e-5,

@@ -20,7 +20,6 @@ import re
 import shutil
 from pathlib import Path
 
-import numpy as np
 import torch
 
 log = logging.getLogger(__name__)
@@ -33,11 +32,14 @@ _STEP_DIR = re.compile(r"^step_(\d+)$")
 
 
 def rng_state() -> dict:
-    """Every RNG the training loop touches (torch CPU/CUDA, numpy, python) as tensors and plain containers."""
-    np_state = np.random.get_state()
+    """The global RNGs (torch CPU/CUDA, python) as tensors and plain containers.
+
+    The loop itself reseeds from (seed, step, micro-batch) before every micro-batch, so resuming is exact without
+    them; they are restored anyway so code that draws from the global RNGs between steps resumes the same way.
+    numpy's global RNG is never used by the loop (augmentation and sampling draw from torch generators).
+    """
     state = {
         "torch": torch.get_rng_state(),
-        "numpy": [np_state[0], torch.from_numpy(np_state[1].astype(np.int64)), *map(float, np_state[2:])],
         "python": [list(x) if isinstance(x, tuple) else x for x in random.getstate()],
     }
     if torch.cuda.is_available():
@@ -47,8 +49,6 @@ def rng_state() -> dict:
 
 def set_rng_state(state: dict) -> None:
     torch.set_rng_state(state["torch"])
-    kind, keys, pos, has_gauss, gauss = state["numpy"]
-    np.random.set_state((kind, keys.numpy().astype(np.uint32), int(pos), int(has_gauss), float(gauss)))
     version, internal, gauss_next = state["python"]
     random.setstate((version, tuple(internal), gauss_next))
     if "cuda" in state and torch.cuda.is_available():

@@ -37,6 +37,7 @@ from .state import (
     load_training_state,
     rng_state,
     save_training_checkpoint,
+    set_rng_state,
 )
 
 log = logging.getLogger(__name__)
@@ -195,7 +196,7 @@ class Trainer:
                 "vision.freeze": self.config.freeze_vision,
             }
         )
-        return MoLeVLAConfig.preset(self.config.preset, **overrides)
+        return MoLeVLAConfig.preset(self.config.model_preset, **overrides)
 
     def _check_matches_data(self, mc, ds) -> None:
         want = {
@@ -223,7 +224,7 @@ class Trainer:
         cfg = self.config
         torch.manual_seed(cfg.seed)  # same initial weights in every process
         # dataset: rank 0 builds it when episodes are given, the others wait and read it
-        image_size = cfg.dataset_image_size or MoLeVLAConfig.preset(cfg.preset, **cfg.model_overrides).image_size
+        image_size = cfg.dataset_image_size or MoLeVLAConfig.preset(cfg.model_preset, **cfg.model_overrides).image_size
         if self.dist.is_main:
             self.dataset_dir = resolve_dataset(data, self.output_dir, cfg.dataset_rate_hz, image_size)
         barrier(self.dist)
@@ -237,9 +238,7 @@ class Trainer:
         if cfg.init_from:
             model, ckpt_norm, _ = load_checkpoint(cfg.init_from, device=self.device)
             self._check_matches_data(model.config, train_ds)
-            if not (
-                (ckpt_norm.q01 == self.normalizer.q01).all() and (ckpt_norm.q99 == self.normalizer.q99).all()
-            ):
+            if not ((ckpt_norm.q01 == self.normalizer.q01).all() and (ckpt_norm.q99 == self.normalizer.q99).all()):
                 log.warning(
                     "the dataset's action statistics differ from %s's; training continues with the checkpoint's so "
                     "its outputs keep their meaning",
@@ -387,6 +386,7 @@ class Trainer:
             load_teacher_weights(directory, self.teacher)
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
+        set_rng_state(state["rng"])
         self.step = int(state["step"])
         self.resumed_from = str(directory)
         log.info("resumed from %s at step %d", directory, self.step)
