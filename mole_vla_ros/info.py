@@ -27,7 +27,7 @@ def package_root() -> Path:
         from ament_index_python.packages import get_package_share_directory
 
         return Path(get_package_share_directory("mole_vla_ros"))
-    except Exception:  # noqa: BLE001 - no ROS, no installed share: fall back to the source guess
+    except Exception:  # no ROS, no installed share: fall back to the source guess
         return here
 
 

@@ -46,7 +46,7 @@ $CLI evaluate --checkpoint "$WORK/mole/final" --baseline-checkpoint "$WORK/full/
   --ablation-checkpoint "$WORK/mole_nokd/final" --data "$WORK/dataset" --out "$WORK/eval" --no-progress
 
 if [ "$SIM_EPISODES" -gt 0 ]; then
-  $CLI sim eval --checkpoint "$WORK/mole/final" --task pick --episodes "$SIM_EPISODES" --image-size 128 \
+  $CLI sim eval --checkpoint "$WORK/mole/final" --task pick --episodes "$SIM_EPISODES" --seed 5000 --image-size 128 \
     --skip-mode full star --active-layers 4 --json "$WORK/eval/sim_eval.json"
 fi
 

@@ -285,3 +285,22 @@ def test_cached_vision_tokens_give_the_same_loss_as_images():
     assert torch.equal(from_images["total"], from_cache["total"])
     with pytest.raises(ValueError, match=r"vision_tokens must be \[B, 16, 48\]"):
         model.compute_loss({"vision_tokens": cached[:, :8], "instructions": b["instructions"], "actions": b["actions"]})
+
+
+def test_gradient_checkpointing_gives_the_same_gradients():
+    grads = []
+    for ckpt in (False, True):
+        model = tiny(**{"llm.gradient_checkpointing": ckpt, "router.temporal_dropout": 0.0}).train()
+        with torch.no_grad():
+            model.action_head.final_layer.linear.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
+        out = model.compute_loss(batch(), generator=torch.Generator().manual_seed(0))
+        calls = []
+        hooks = [layer.register_forward_hook(lambda *_a: calls.append(1)) for layer in model.llm.layers]
+        out["total"].backward()
+        for h in hooks:
+            h.remove()
+        assert len(calls) == (out["layer_calls"] if ckpt else 0)  # checkpointed layers are re-run in backward
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys() and any(n.startswith("llm.layers.") for n in grads[0])
+    for name, g in grads[0].items():
+        torch.testing.assert_close(grads[1][name], g, rtol=1e-5, atol=1e-7, msg=name)

@@ -305,3 +305,33 @@ def test_joint_trajectory_output_mode(tmp_path, checkpoint):
     points = trajectories[-1].points
     assert trajectories[-1].joint_names == [f"fr3_joint{i}" for i in range(1, 8)]
     assert points and all(len(p.positions) == 7 and len(p.velocities) == 7 for p in points)
+
+
+def test_a_reflex_in_the_bag_disables_the_runtime_as_on_the_robot(tmp_path, checkpoint):
+    bag = write_synthetic_bag(tmp_path / "b", duration_s=1.5, robot_state=True, reflex_at_s=0.8)
+    result = run_replay(ReplayOptions(bag=bag, out=tmp_path / "o", checkpoint=str(checkpoint), progress=False))
+    assert result.plan.robot_state == "/franka_robot_state_broadcaster/robot_state"
+    diag = result.diagnostics
+    assert not diag.enabled and diag.robot_mode == "REFLEX" and "REFLEX" in diag.disable_reason
+    # commands stop at the reflex (the next robot-state sample at most 1/robot_state_rate_hz later)
+    commands = [
+        m for t, _, _, _, m in _read_mcap(tmp_path / "o" / "bag") if t.endswith("impedance_controller/target_pose")
+    ]
+    last = commands[-1].header.stamp
+    assert last.sec + last.nanosec * 1e-9 - result.start_s <= 0.8 + 1 / 50 + 1e-6
+    # without the reflex the same bag keeps commanding to the end
+    calm = write_synthetic_bag(tmp_path / "c", duration_s=1.5, robot_state=True)
+    ok = run_replay(ReplayOptions(bag=calm, out=tmp_path / "p", checkpoint=str(checkpoint), progress=False))
+    assert ok.diagnostics.enabled and ok.diagnostics.robot_mode == "MOVE"
+
+
+def test_camera_on_another_clock_is_named(tmp_path, checkpoint, capsys):
+    from mole_vla_ros.replay.cli import execute
+
+    bag = write_synthetic_bag(tmp_path / "b", duration_s=1.0, camera_clock_offset_s=-3600.0)
+    opts = ReplayOptions(bag=bag, out=tmp_path / "o", checkpoint=str(checkpoint), progress=False)
+    report = execute(opts, plots=False, echo=True)
+    assert report["counts"]["chunks"] == 0  # every frame looks an hour old: the node would never predict
+    text = capsys.readouterr().out
+    assert "/camera/scene/image_raw: header stamps are -3600.000 s from the bag's log time" in text
+    assert "not scored (no chunk was predicted; the runtime ended in state holding)" in text  # watchdog hold

@@ -11,8 +11,6 @@ import shutil
 
 import pytest
 
-pytest.importorskip("torch")
-
 from mole_vla_ros.cli import main
 from mole_vla_ros.replay.engine import ReplayOptions, run_replay
 from mole_vla_ros.replay.errors import (
@@ -182,3 +180,24 @@ def test_bag_without_messages(tmp_path):
         w.add_connection("/joint_states", "sensor_msgs/msg/JointState", typestore=get_typestore())
     with pytest.raises(MissingTopicsError, match="holds no messages"):
         _replay(path, tmp_path)
+
+
+def test_a_message_that_does_not_decode(tmp_path):
+    from rosbags.rosbag2 import StoragePlugin, Writer
+
+    from mole_vla_ros.data.typestore import get_typestore
+
+    ts = get_typestore()
+    path = tmp_path / "garbled"
+    with Writer(path, version=8, storage_plugin=StoragePlugin.MCAP) as w:
+        for topic, msgtype in (
+            ("/camera/scene/image_raw", "sensor_msgs/msg/Image"),
+            ("/camera/wrist/image_raw", "sensor_msgs/msg/Image"),
+        ):
+            w.add_connection(topic, msgtype, typestore=ts)
+        pose = w.add_connection(
+            "/franka_robot_state_broadcaster/current_pose", "geometry_msgs/msg/PoseStamped", typestore=ts
+        )
+        w.write(pose, 10**9, b"\x00\x01\x00\x00\x07")  # a CDR header and one byte: cut short
+    with pytest.raises(CorruptBagError, match="does not decode as geometry_msgs/msg/PoseStamped"):
+        _replay(path, tmp_path, instruction="pick up the red cube")

@@ -11,17 +11,13 @@ from __future__ import annotations
 from types import SimpleNamespace
 
 import numpy as np
-import pytest
+from test_ros_node_shell import MSGS, FakeActionClient, FakeNode, fake_ros  # noqa: F401  (fixture)
 
-pytest.importorskip("torch")
-
-from test_ros_node_shell import MSGS, FakeActionClient, FakeNode, fake_ros  # noqa: E402, F401  (fixture)
-
-from mole_vla_ros.interfaces import PolicyOutput  # noqa: E402
-from mole_vla_ros.replay.bag import InputBag  # noqa: E402
-from mole_vla_ros.replay.engine import ReplayOptions, run_replay  # noqa: E402
-from mole_vla_ros.replay.synthetic import write_synthetic_bag  # noqa: E402
-from mole_vla_ros.ros.params import load_settings  # noqa: E402
+from mole_vla_ros.interfaces import PolicyOutput
+from mole_vla_ros.replay.bag import InputBag
+from mole_vla_ros.replay.engine import ReplayOptions, run_replay
+from mole_vla_ros.replay.synthetic import write_synthetic_bag
+from mole_vla_ros.ros.params import load_settings
 
 DT = 0.01  # trajectory.command_rate_hz = 100
 
@@ -60,24 +56,27 @@ def _node_run(bag, params):
 
     settings = load_settings(params)
     node = FakeNode()
-    shell = PolicyNodeShell(node, settings, policy=DriftPolicy(), executor="inline", factory=MSGS)
+    PolicyNodeShell(node, settings, policy=DriftPolicy(), executor="inline", factory=MSGS)  # wires itself to node
     with InputBag(bag) as b:
         # decoded with the node's own message classes (AnyReader builds its own)
         messages = [(t, c.topic.lstrip("/"), MSGS.deserialize(bytes(raw), c.msgtype)) for c, t, raw in b.messages()]
         start, end = b.start_ns * 1e-9, b.end_ns * 1e-9
-    # the node's timers on bag time, fired exactly like an executor under `ros2 bag play --clock` (and like replay):
-    # a timer due strictly before a message fires first; due times are start + n * period
-    timers = [[period, callback, 1] for period, callback, _ in node.timers]
+    # the node's timers on bag time, fired like an executor under `ros2 bag play --clock` (and like replay): due
+    # times start + n * period in integer nanoseconds; a timer due strictly before a message fires first
+    start_ns, end_ns = round(start * 1e9), round(end * 1e9)
+    clock = SimpleNamespace(ns=start_ns)
+    node.get_clock = lambda: SimpleNamespace(now=lambda: SimpleNamespace(nanoseconds=clock.ns))
+    timers = [[round(period * 1e9), callback, 1] for period, callback, _ in node.timers]
     enabled = False
 
-    def fire_until(t_end: float, inclusive: bool) -> None:
+    def fire_until(t_end_ns: int, inclusive: bool) -> None:
         nonlocal enabled
         while True:
-            order, timer = min(enumerate(timers), key=lambda x: (start + x[1][2] * x[1][0], x[0]))
-            due = start + timer[2] * timer[0]
-            if not (due <= t_end if inclusive else due < t_end):
+            order, timer = min(enumerate(timers), key=lambda x: (start_ns + x[1][2] * x[1][0], x[0]))
+            due = start_ns + timer[2] * timer[0]
+            if not (due <= t_end_ns if inclusive else due < t_end_ns):
                 return
-            node.t = due
+            clock.ns = due
             timer[1]()
             timer[2] += 1
             if order == 0 and not enabled:  # ~/enable right after the first control tick, as replay does
@@ -85,11 +84,11 @@ def _node_run(bag, params):
                 enabled = callback(SimpleNamespace(data=True), SimpleNamespace(success=None, message=None)).success
 
     for t_ns, topic, msg in messages:
-        fire_until(t_ns * 1e-9, inclusive=False)
+        fire_until(t_ns, inclusive=False)
         if topic in node.subscriptions:
             node.deliver(topic, msg)
     # replay keeps ticking after the last message for the simulated latency + one action period (0.1 + 0.1 s)
-    fire_until(end + 0.2, inclusive=True)
+    fire_until(end_ns + round(0.2 * 1e9), inclusive=True)
     assert enabled
     published = {topic: pub.sent for topic, pub in node.publishers.items()}
     goals = [(c.name.rsplit("/", 1)[-1], g) for c in FakeActionClient.instances for g in c.goals]
@@ -100,7 +99,7 @@ def _replay_run(bag, params, out):
     result = run_replay(ReplayOptions(bag=bag, out=out, params=params, progress=False), policy=DriftPolicy())
     published: dict[str, list] = {}
     with InputBag(out / "bag") as b:
-        for c, t, raw in b.messages():
+        for c, _t, raw in b.messages():
             published.setdefault(c.topic, []).append(b.deserialize(raw, c.msgtype))
     return result, published
 

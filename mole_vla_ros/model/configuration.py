@@ -95,6 +95,8 @@ class LLMConfig:
     path: str | None = None  # local directory for source="local" (weights) and tokenizer="llama"
     tokenizer: str = "byte"
     attn_implementation: str = "sdpa"
+    # recompute each decoder layer in backward instead of storing its activations (training memory for large LLMs)
+    gradient_checkpointing: bool = False
 
     def __post_init__(self):
         for name in ("num_layers", "hidden_size", "intermediate_size", "num_heads", "num_kv_heads", "vocab_size"):
@@ -387,7 +389,8 @@ def _small() -> MoLeVLAConfig:
             source="smollm2_gguf",
             tokenizer="smollm2",
         ),
-        router=RouterConfig(proj_dim=256, spatial_hidden=128, temporal_heads=4, temporal_ff=512),
+        # the code's router proportions (d1 = D/4, spatial hidden = D/8, ff = D/2) at D = 576
+        router=RouterConfig(proj_dim=144, spatial_hidden=72, temporal_heads=4, temporal_ff=288),
         action_head=ActionHeadConfig(depth=6, hidden_size=384, num_heads=4),  # DiT-S
     )
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 from transformers import LlamaConfig
 from transformers.models.llama.modeling_llama import LlamaDecoderLayer, LlamaRMSNorm, LlamaRotaryEmbedding
 
@@ -61,6 +62,7 @@ class MoLeLlama(nn.Module):
         self.layers = nn.ModuleList([LlamaDecoderLayer(self.config, i) for i in range(cfg.num_layers)])
         self.norm = LlamaRMSNorm(cfg.hidden_size, eps=cfg.rms_norm_eps)
         self.rotary_emb = LlamaRotaryEmbedding(config=self.config)
+        self.gradient_checkpointing = cfg.gradient_checkpointing
         self.reset_parameters()
 
     @property
@@ -84,7 +86,10 @@ class MoLeLlama(nn.Module):
         return self.rotary_emb(hidden, position_ids=pos)
 
     def _layer(self, i: int, h: torch.Tensor, mask4d, pos_emb) -> torch.Tensor:
-        return self.layers[i](h, attention_mask=mask4d, position_embeddings=pos_emb)
+        layer = self.layers[i]
+        if self.gradient_checkpointing and self.training and torch.is_grad_enabled():
+            return checkpoint(_call_layer, layer, h, mask4d, pos_emb, use_reentrant=False)
+        return layer(h, attention_mask=mask4d, position_embeddings=pos_emb)
 
     def forward_full(self, inputs_embeds: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Plain full-depth forward (every layer, whole batch) -> final RMS-normed hidden states [B, L, D].
@@ -142,6 +147,10 @@ class MoLeLlama(nn.Module):
                 y = _gated(gate.index_select(0, idx)[:, i], y, h_sub, ste_form)
             h = h.index_copy(0, idx, y)
         return self.norm(h), calls
+
+
+def _call_layer(layer, h, mask4d, pos_emb):
+    return layer(h, attention_mask=mask4d, position_embeddings=pos_emb)
 
 
 def _gated(g: torch.Tensor, y: torch.Tensor, h: torch.Tensor, ste_form: str) -> torch.Tensor:

@@ -17,6 +17,8 @@ Entry points:
       -> (normalized actions [B, chunk, A] clipped to [-1, 1], gripper binarized; RouterChoice)
 - `compute_loss(batch, teacher=None)` -> {"total", "diffusion", "cogkd", "balance", "router", "layer_calls"}
 - `forward(images, text, active_layers, skip_mode)` -> VLAForwardOutput (features, cognition, router choice)
+- `vision_tokens(images)` -> encoder output to cache for a frozen tower; compute_loss/forward accept it instead of
+  images
 """
 
 from __future__ import annotations

@@ -136,20 +136,21 @@ class ReplayResult:
 
 
 class _Timer:
-    """A node timer on bag time: fires at start + k * period, k = 1, 2, ... (rclpy fires one period after creation).
+    """A node timer on bag time, in integer nanoseconds like a ROS clock: fires at start + k * period, k = 1, 2, ...
+    (rclpy fires one period after creation). Computed from the start, never accumulated, so nothing drifts and a
+    tick and a message at the same instant compare exactly."""
 
-    Times are computed from the start, not accumulated, so 100 000 ticks do not drift."""
+    __slots__ = ("count", "name", "next_ns", "order", "period_ns", "start_ns")
 
-    __slots__ = ("count", "name", "next_t", "order", "period", "start")
-
-    def __init__(self, name: str, period: float, start: float, order: int):
-        self.name, self.period, self.order, self.start = name, period, order, start
+    def __init__(self, name: str, period_s: float, start_ns: int, order: int):
+        self.name, self.order, self.start_ns = name, order, start_ns
+        self.period_ns = round(period_s * 1e9)
         self.count = 1
-        self.next_t = start + period
+        self.next_ns = start_ns + self.period_ns
 
     def advance(self) -> None:
         self.count += 1
-        self.next_t = self.start + self.count * self.period
+        self.next_ns = self.start_ns + self.count * self.period_ns
 
 
 def _settings(opts: ReplayOptions) -> tuple[NodeSettings, Path | None, list[str]]:
@@ -316,6 +317,7 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
             t0 = time.perf_counter()
             state.run()
             wall["loop"] = time.perf_counter() - t0
+            adaptations.extend(f"WARNING {w}" for w in state.stamp_warnings())
         finally:
             if writer is not None:
                 t0 = time.perf_counter()
@@ -426,25 +428,29 @@ class _Loop:
         base = settings.runtime.frames
         self._tf_pair = (base.base_frame, base.ee_frame)
         self._tf_hits = 0
+        self.stamp_offsets: dict[str, float] = {}
         self.replayed_s = 0.0
+        self._now_ns = 0
 
     # -- timers ----------------------------------------------------------------------------------------------------
-    def _timers(self, start: float) -> list[_Timer]:
+    def _timers(self, start_ns: int) -> list[_Timer]:
         node = self.settings.node
         return [
-            _Timer("control", 1.0 / self.settings.runtime.trajectory.command_rate_hz, start, 0),
-            _Timer("diagnostics", node.diagnostics_period_s, start, 1),
-            _Timer("visualization", 1.0 / node.visualization_rate_hz, start, 2),
+            _Timer("control", 1.0 / self.settings.runtime.trajectory.command_rate_hz, start_ns, 0),
+            _Timer("diagnostics", node.diagnostics_period_s, start_ns, 1),
+            _Timer("visualization", 1.0 / node.visualization_rate_hz, start_ns, 2),
         ]
 
-    def _fire_until(self, timers: list[_Timer], t_end: float, inclusive: bool) -> None:
+    def _fire_until(self, timers: list[_Timer], t_end_ns: int, inclusive: bool) -> None:
+        """Fire every timer due before t_end_ns (at or before when `inclusive`), in time order; a message at the
+        same instant as a tick is handed over first (the caller fires `inclusive=False` before each message)."""
         while True:
-            timer = min(timers, key=lambda x: (x.next_t, x.order))
-            due = timer.next_t <= t_end if inclusive else timer.next_t < t_end
+            timer = min(timers, key=lambda x: (x.next_ns, x.order))
+            due = timer.next_ns <= t_end_ns if inclusive else timer.next_ns < t_end_ns
             if not due:
                 return
-            now = timer.next_t
-            getattr(self, f"_on_{timer.name}")(now)
+            self._now_ns = timer.next_ns
+            getattr(self, f"_on_{timer.name}")(timer.next_ns * 1e-9)  # what node.get_clock().now() gives
             self.control_steps += timer.name == "control"
             timer.advance()
 
@@ -452,7 +458,7 @@ class _Loop:
         topic = self.names[key][0]
         t0 = time.perf_counter()
         if self.writer is not None:
-            self.writer.write(topic, msg, round(now * 1e9))
+            self.writer.write(topic, msg, self._now_ns)
         else:
             self.counts[topic] += 1
         self.wall["write"] += time.perf_counter() - t0
@@ -506,8 +512,26 @@ class _Loop:
             self._emit("markers", msg, now)
 
     # -- inputs ----------------------------------------------------------------------------------------------------
+    def _check_stamp(self, topic: str, msg: Any, t_ns: int) -> None:
+        """Remember, per topic, how far the first header stamp is from the log time: the runtime compares header
+        stamps with the clock (= log time), so a camera on another clock looks permanently stale."""
+        if topic in self.stamp_offsets or not hasattr(msg, "header"):
+            return
+        self.stamp_offsets[topic] = conv.header_seconds(msg) - t_ns * 1e-9
+
+    def stamp_warnings(self) -> list[str]:
+        """One sentence per input whose header stamps sit further from the bag's log time than observation.max_age_s."""
+        limit = self.settings.runtime.observation.max_age_s
+        return [
+            f"{topic}: header stamps are {off:+.3f} s from the bag's log time (observation.max_age_s = {limit} s): "
+            "the node would treat it as stale; the publisher's clock differs from the recording machine's"
+            for topic, off in sorted(self.stamp_offsets.items())
+            if abs(off) > limit
+        ]
+
     def _dispatch(self, topic: str, msg: Any, t_ns: int) -> None:
         plan = self.plan
+        self._check_stamp(topic, msg, t_ns)
         if topic in self.camera_of:
             name = self.camera_of[topic]
             if not self.io.on_camera(name, msg, plan.compressed):
@@ -563,7 +587,7 @@ class _Loop:
             end_ns = min(end_ns, start_ns + round(self.opts.duration_s * 1e9))
         start = start_ns * 1e-9
         self.replayed_s = (end_ns - start_ns) * 1e-9
-        timers = self._timers(start)
+        timers = self._timers(start_ns)
         progress = None
         if self.opts.progress:
             from tqdm import tqdm
@@ -575,12 +599,14 @@ class _Loop:
             for conn, t_ns, raw in bag.messages(start_ns=start_ns, stop_ns=end_ns + 1):
                 self.wall["read"] += time.perf_counter() - t_read
                 t = t_ns * 1e-9
-                self._fire_until(timers, t, inclusive=False)
+                self._fire_until(timers, t_ns, inclusive=False)
                 if self.writer is not None:
                     t0 = time.perf_counter()
                     self.writer.write_raw(conn.topic, t_ns, raw)
                     self.wall["write"] += time.perf_counter() - t0
-                if conn.topic in decode:
+                if conn.topic == plan.robot_state and not self.io.robot_state_due(t):
+                    pass  # rate-limited like the node: not decoded
+                elif conn.topic in decode:
                     t0 = time.perf_counter()
                     msg = bag.deserialize(raw, conn.msgtype, conn.topic, t_ns)
                     t1 = time.perf_counter()
@@ -592,9 +618,8 @@ class _Loop:
                     last_shown = t
                 t_read = time.perf_counter()
             # let the last chunk play out: the node keeps ticking after the bag ends, until the plan is done
-            end = end_ns * 1e-9
             tail = max(self.settings.runtime.scheduling.simulated_latency_s, 0.0) + self.runtime.control_dt
-            self._fire_until(timers, end + tail, inclusive=True)
+            self._fire_until(timers, end_ns + round(tail * 1e9), inclusive=True)
         finally:
             if progress is not None:
                 progress.close()
@@ -603,5 +628,10 @@ class _Loop:
                 "the bag's /tf never holds %s -> %s directly; replay reads only direct transforms (no TF tree)",
                 *self._tf_pair,
             )
+        for warning in self.stamp_warnings():
+            log.warning(warning)
         if math.isfinite(start) and not self.chunks:
-            log.warning("no chunk was predicted: %s", self.last_diag.state if self.last_diag else "no control step")
+            log.warning(
+                "no chunk was predicted: runtime state %s",
+                self.last_diag.state if self.last_diag else "no control step",
+            )

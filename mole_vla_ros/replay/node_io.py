@@ -51,6 +51,7 @@ class NodeIO:
         self.last_error: dict[str, str] = {}
         self.gripper_events: Counter[str] = Counter()
         self._last_diagnostics = None
+        self._robot_state_last = -float("inf")
 
     # -- inputs ----------------------------------------------------------------------------------------------------
     def _reject(self, what: str, exc: Exception) -> bool:
@@ -116,6 +117,15 @@ class NodeIO:
                 f"{what} is expressed in frame {frame_id!r} but frames.base_frame is {base!r}; set frames.base_frame "
                 "or publish the pose in the base frame"
             )
+
+    def robot_state_due(self, t: float) -> bool:
+        """Whether a FrankaRobotState arriving at `t` is decoded: like the node, at most `robot_state_rate_hz` per
+        second (the topic runs at 1 kHz; a blocking robot mode lasts far longer than that period)."""
+        period = 1.0 / float(getattr(self.settings.node, "robot_state_rate_hz", 0.0) or float("inf"))
+        if t - self._robot_state_last < period:
+            return False
+        self._robot_state_last = t
+        return True
 
     def on_robot_state(self, msg: Any) -> None:
         self.runtime.on_robot_mode(conv.robot_mode_name(msg))

@@ -175,7 +175,7 @@ def format_text(report: dict) -> str:
         f"dry_run={r['dry_run']}  latency={r['latency_mode']}"
     )
     for a in r["adaptations"]:
-        lines.append(f"adapted  {a}")
+        lines.append(f"note     {a}")
     lines.append("")
     lines.append(f"{'control steps':<26}{sp['control_steps']}")
     lines.append(f"{'chunks predicted':<26}{report['counts']['chunks']}")
@@ -203,6 +203,9 @@ def format_text(report: dict) -> str:
         for row in rows:
             lines.append(f"{row[0]:<20}{row[1]:>20}{row[2]:>20}{row[3]:>20}")
         lines.append("")
+    elif not report["counts"]["chunks"]:
+        state = report["diagnostics"].get("final_state", "?")
+        lines.append(f"prediction error: not scored (no chunk was predicted; the runtime ended in state {state})")
     else:
         lines.append("prediction error: not scored (the bag holds no EE pose to compare with)")
         lines.append("")

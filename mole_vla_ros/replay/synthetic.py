@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from mole_vla_ros.robot.franka import READY_Q, Topics, describe
+from mole_vla_ros.ros.conversions import ROBOT_MODES
 
 CUSTOM_TOPIC = "acme/status"
 CUSTOM_TYPE = "acme_msgs/msg/Status"
@@ -44,6 +45,11 @@ class SyntheticBagSpec:
     omit_topics: tuple[str, ...] = ()
     # add /acme/status of a message type no standard type store knows (acme_msgs/msg/Status)
     custom_topic: bool = False
+    # add franka_msgs/FrankaRobotState at state_hz: robot_mode MOVE, or REFLEX from reflex_at_s on (when > 0)
+    robot_state: bool = False
+    reflex_at_s: float = 0.0
+    # camera header stamps this far from the log time (a camera on another clock)
+    camera_clock_offset_s: float = 0.0
     robot_type: str = "fr3"
     start_s: float = 1700000000.0  # bag/header time of the first message (wall-clock-like, as a real recording)
 
@@ -130,6 +136,8 @@ def write_synthetic_bag(path: str | Path, spec: SyntheticBagSpec | None = None, 
     topics[Topics.GRIPPER_JOINT_STATES] = ("sensor_msgs/msg/JointState", QosSpec())
     topics[Topics.TELEOP_GRIPPER] = ("std_msgs/msg/Float32", QosSpec())
     topics[Topics.INSTRUCTION] = ("std_msgs/msg/String", QosSpec("reliable", "transient_local", 1))
+    if spec.robot_state:
+        topics[Topics.ROBOT_STATE] = ("franka_msgs/msg/FrankaRobotState", QosSpec())
     for rel in spec.omit_topics:
         topics.pop(rel, None)
 
@@ -148,7 +156,9 @@ def write_synthetic_bag(path: str | Path, spec: SyntheticBagSpec | None = None, 
     n_state = int(np.floor(spec.duration_s * spec.state_hz)) + 1
     for i in range(n_state):
         t = i / spec.state_hz
-        for order, rel in enumerate((Topics.JOINT_STATES, Topics.CURRENT_POSE, Topics.GRIPPER_JOINT_STATES)):
+        for order, rel in enumerate(
+            (Topics.JOINT_STATES, Topics.CURRENT_POSE, Topics.GRIPPER_JOINT_STATES, Topics.ROBOT_STATE)
+        ):
             events.append((t, order, rel))
     for i in range(n_cam):
         t = i / spec.camera_hz
@@ -190,6 +200,10 @@ def write_synthetic_bag(path: str | Path, spec: SyntheticBagSpec | None = None, 
                 )
             elif rel == Topics.TELEOP_GRIPPER:
                 msg = f.make("std_msgs/msg/Float32", data=gripper_open_at(t, spec.duration_s))
+            elif rel == Topics.ROBOT_STATE:
+                reflex = spec.reflex_at_s > 0 and t >= spec.reflex_at_s
+                mode = ROBOT_MODES.index("REFLEX" if reflex else "MOVE")
+                msg = f.make("franka_msgs/msg/FrankaRobotState", header=f.header(stamp, ""), robot_mode=mode)
             elif rel == CUSTOM_TOPIC:
                 msg = custom.types[CUSTOM_TYPE](level=int(10 * t), note="synthetic")
                 writer.write(conns[rel], round(stamp * 1e9), custom.serialize_cdr(msg, CUSTOM_TYPE))
@@ -197,7 +211,7 @@ def write_synthetic_bag(path: str | Path, spec: SyntheticBagSpec | None = None, 
             else:
                 cam = rel.split("/")[1]
                 img = synthetic_image(t, spec.cameras.index(cam), spec.image_size)
-                msg = _image_msg(f, img, stamp, f"{cam}_optical_frame", spec.encoding)
+                msg = _image_msg(f, img, stamp + spec.camera_clock_offset_s, f"{cam}_optical_frame", spec.encoding)
             writer.write(conns[rel], round(stamp * 1e9), ts.serialize_cdr(msg, msg.__msgtype__))
     finally:
         writer.close()

@@ -289,7 +289,8 @@ class PolicyRuntime:
         # actuation had just begun: plan cleared, tracker at rest, gripper state re-read
         self.tracker.state = None
         self._was_actuating = False
-        self._drop_future()
+        if self.joints is not None:
+            self.joints.start(None)
 
     def close(self) -> None:
         """Stop the inference thread (thread executor)."""
@@ -414,7 +415,7 @@ class PolicyRuntime:
         if not self.safety.actuating and self.tracker.state is not None:
             # shadow mode (dry run / not enabled): preview what would be commanded from where the robot IS, not
             # from a preview that drifted away from a robot that did not follow it
-            self.tracker.reset(obs.ee_pose, self.tracker.state.stamp)
+            self._restart_tracker(obs.ee_pose, self.tracker.state.stamp)
         if self.tracker.state is not None:
             start_p, start_q = self.tracker.state.position, self.tracker.state.quaternion
         else:
@@ -500,7 +501,7 @@ class PolicyRuntime:
         if self.tracker.state is None:
             last = self.sync.latest_ee_pose()
             if last is not None:
-                self.tracker.reset(last[1], now)
+                self._restart_tracker(last[1], now)
         sample = self._advance_tracker(now) if self.tracker.state is not None else None
 
         pose_cmd = None
@@ -561,6 +562,18 @@ class PolicyRuntime:
             self.gripper.sync_to_width(width)
         log.info("actuation started at %s", None if start is None else np.round(start.position, 3).tolist())
 
+    def _restart_tracker(self, pose: Pose, stamp: float) -> None:
+        """Restart the trajectory at rest at the measured state (shadow mode, first pose, new episode).
+
+        In joint_trajectory mode the start is FK of the measured joints (what joint commands continue from) and
+        the joint planner restarts there too."""
+        q = self.sync.latest_joint_positions() if self.joints is not None else None
+        if q is not None:
+            pose = self.kinematics.fk(q)
+        self.tracker.reset(pose, stamp)
+        if self.joints is not None:
+            self.joints.start(q)
+
     def _plan_key(self) -> tuple:
         """Identifies everything the tracker's future depends on; cached futures/IK are valid for one key only."""
         return (self.scheduler.version, bool(self.safety.hold_reason), self.tracker.resets)
@@ -570,33 +583,35 @@ class PolicyRuntime:
             return lambda t: None
         return self.scheduler.reference
 
-    def _drop_future(self) -> None:
+    def _shift_clock(self, new_stamp: float) -> None:
+        """Re-anchor the tracker (and the committed joint trajectory) at `new_stamp` after a clock jump."""
+        st = self.tracker.state
+        self.counters["tracker/clock_jumps"] += 1
         if self.joints is not None:
-            self.joints.invalidate()
+            self.joints.shift(new_stamp - st.stamp)
+        st.stamp = new_stamp
 
     def _advance_tracker(self, now: float) -> TrackerState | None:
         st = self.tracker.state
         if now < st.stamp - self.command_dt:
             # the caller's clock went back (bag loop, simulator reset): continue from here instead of freezing
             # until the clock catches up with the old stamps
-            self.counters["tracker/clock_jumps"] += 1
-            st.stamp = now
-            self._drop_future()
+            self._shift_clock(now)
             return st
         n = int(np.floor((now - st.stamp) / self.command_dt + 1e-9))
         if n <= 0:
             return st
         if n > _MAX_SUBSTEPS:
-            self.counters["tracker/clock_jumps"] += 1
-            st.stamp = now - self.command_dt
-            self._drop_future()
+            self._shift_clock(now - self.command_dt)
             n = 1
         for _ in range(n):
             prev = self.tracker.state
             t_next = prev.stamp + self.command_dt
-            # joint_trajectory mode may have computed this sample already (identical to stepping, see rollout)
-            new = None if self.joints is None else self.joints.pop(self._plan_key(), t_next)
-            if new is not None:
+            # joint_trajectory mode: the sample the last JointTrajectory realises (JTC executes it whatever
+            # changed since; the change takes effect with the next message, see runtime/joint_output.py)
+            new = None if self.joints is None else self.joints.pop(t_next)
+            committed = new is not None
+            if committed:
                 self.tracker.state = new
             else:
                 new = self.tracker.step(self._reference_fn()(t_next))
@@ -606,7 +621,10 @@ class PolicyRuntime:
                 self.safety.hold(why)
                 self._hold_since = self._last_obs_stamp
                 self.scheduler.clear()
-                self._drop_future()
+                if committed:
+                    # already sent to JTC: replacing it here would desynchronise preview and robot; the next
+                    # message brakes from it
+                    continue
                 self.tracker.state = prev
                 new = self.tracker.step(None)  # brake instead
                 if self.safety.check_sample(prev, new):
@@ -619,30 +637,32 @@ class PolicyRuntime:
     def _joint_trajectory(self, now: float) -> JointTrajectoryCommand | None:
         """The next JointTrajectory (see runtime/joint_output.py), one per trajectory.joint_point_dt.
 
-        A horizon point without an IK solution (out of reach, joint limits, joint speed) is reported and the runtime
-        starts braking NOW, while the path up to that point is still feasible, then holds.
+        Each message continues the committed one. A horizon point without an IK solution (out of reach, joint
+        limits, joint speed) is reported and the runtime brakes along the Cartesian path NOW, while the path up to
+        that point is still feasible, then holds; if that braking path has no IK solution either, the arm stops in
+        joint space (continuous joint and Cartesian streams, never a jump or an instant stop).
         """
         planner = self.joints
         if self.tracker.state is None or not planner.due(now):
             return None
-        # seeded by the joints commanded with the previous message (or measured, at actuation start)
-        seed = planner.q_cmd if planner.q_cmd is not None else self.sync.latest_joint_positions()
-        if seed is None:
+        if planner.braking(now):
+            return planner.brake_message(now)
+        measured = self.sync.latest_joint_positions()
+        plan = planner.plan(now, self.tracker, self._reference_fn(), self._plan_key(), measured)
+        if plan is None:
             return None
-        points, failure = planner.plan(now, self.tracker, self._reference_fn(), self._plan_key(), seed)
-        if failure is not None:
-            k, reason, where = failure
+        if plan.failure is not None:
+            k, reason, where = plan.failure
             self.safety.reject(f"ik_{reason}", f"horizon point {k} at {where}")
             if not self.safety.hold_reason:
                 self._fault(f"ik_{reason}", f"no IK solution {k} points ahead at {where}: braking")
-                points, _ = planner.plan(now, self.tracker, self._reference_fn(), self._plan_key(), seed)
-        if points:
-            return planner.commit(now, points)
-        # not even the current sample is feasible: hold the commanded joints and restart the Cartesian trajectory
-        # there, so tracker and joint command agree again
-        q_hold = planner.q_cmd if planner.q_cmd is not None else seed
-        self.tracker.reset(self.kinematics.fk(q_hold), self.tracker.state.stamp)
-        return planner.hold(now, q_hold)
+                plan = planner.plan(now, self.tracker, self._reference_fn(), self._plan_key(), measured)
+        if plan.failure is None:
+            return planner.commit(now, plan)
+        self.safety.reject("ik_brake_path", f"braking path: no IK solution {plan.failure[0]} points ahead")
+        if not self.safety.hold_reason:
+            self._fault("ik_brake_path", "no IK solution along the braking path")
+        return planner.brake(now, self.tracker)
 
     def _gripper_step(self, now: float) -> GripperCommand | None:
         if not self.scheduler.has_plan or self.safety.hold_reason:
@@ -687,6 +707,8 @@ class PolicyRuntime:
         counters = Counter(self.counters)
         counters.update(self.sync.counters)
         counters.update(self.safety.counters)
+        if self.joints is not None:
+            counters.update(self.joints.counters)
         counters["gripper/commands"] = self.gripper.commands_sent
         out = self._last_output
         return Diagnostics(

@@ -121,7 +121,12 @@ def run(args) -> int:
 
             print(TrainingSummary(**json.loads(summary_path.read_text(encoding="utf-8"))).text())
         return 0
-    summary = train(config, args.data, args.out, resume=resume, progress=not args.no_progress)
+    try:
+        summary = train(config, args.data, args.out, resume=resume, progress=not args.no_progress)
+    except (FileNotFoundError, ValueError) as exc:  # bad paths, data or checkpoints: one sentence, no traceback
+        if getattr(args, "verbose", False):
+            raise
+        raise SystemExit(f"mole-vla train: {exc}") from exc
     if int(os.environ.get("RANK", "0")) == 0:
         print(summary.text())
     return 0

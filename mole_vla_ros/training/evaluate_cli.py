@@ -38,6 +38,10 @@ def run(args) -> int:
 
     from .evaluate import evaluate_methods, format_table, load_held_out, plot_results, standard_methods
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     meta = read_checkpoint_meta(args.checkpoint)["config"]
@@ -85,6 +89,7 @@ def register(sub) -> None:
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed (the same for every method)")
     p.add_argument("--device", default="cpu")
+    p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
     p.add_argument("--rate", type=float, default=10.0, help="sample rate when --data holds raw episodes")
     p.add_argument("--out", default="runs/eval", help="directory for eval.json, eval.txt and eval.png")
     p.add_argument("--no-progress", action="store_true")

@@ -333,9 +333,10 @@ class Trainer:
             return self._wrap_fsdp(module)
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        # routing leaves some layers unused in a micro-batch, and stage 1 never uses the router
+        # STAR leaves the layers nobody chose unused in a micro-batch; stage 1 uses every trainable parameter
+        # (the router is frozen there), and skipping the unused-parameter search saves a graph traversal per step
         ids = [self.device.index] if self.device.type == "cuda" else None
-        return DDP(module, device_ids=ids, find_unused_parameters=True)
+        return DDP(module, device_ids=ids, find_unused_parameters=self.config.stage == "mole")
 
     def _wrap_fsdp(self, module: nn.Module) -> nn.Module:
         """FSDP full-shard with one unit per LLaMA decoder layer, bf16 compute (cogact-base on several GPUs).

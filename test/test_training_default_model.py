@@ -1,0 +1,53 @@
+"""The bundled models/default: loadable by the policy wrapper, the architecture its card describes, documented."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mole_vla_ros.interfaces import PolicyInput
+
+ROOT = Path(__file__).resolve().parents[1]
+MODEL = ROOT / "models" / "default"
+
+pytestmark = pytest.mark.skipif(
+    not (MODEL / "model.safetensors").is_file(), reason="models/default is not bundled in this checkout"
+)
+
+
+@pytest.fixture(scope="module")
+def policy():
+    from mole_vla_ros.model.policy import MoLeVLAPolicy
+
+    return MoLeVLAPolicy.from_checkpoint(str(MODEL), seed=0)
+
+
+def test_default_model_loads_and_predicts_with_half_the_layers(policy):
+    cfg = policy.model.config
+    assert cfg.vision.backbone == "efficientnet_lite0" and cfg.vision.freeze
+    assert (cfg.num_layers, cfg.active_layers, cfg.skip_mode) == (8, 4, "star")
+    assert policy.camera_names == ("scene", "wrist") and policy.image_size == 128
+    rng = np.random.default_rng(0)
+    images = {c: rng.integers(0, 256, (128, 128, 3), dtype=np.uint8) for c in policy.camera_names}
+    out = policy.infer(PolicyInput(images=images, instruction="pick up the red cube", seed=3))
+    again = policy.infer(PolicyInput(images=images, instruction="pick up the red cube", seed=3))
+    assert out.actions.shape == (16, 7) and np.all(np.isfinite(out.actions))
+    np.testing.assert_array_equal(out.actions, again.actions)
+    assert len(out.layer_indices) == 4 and set(np.unique(out.actions[:, -1])) <= {0.0, 1.0}
+
+
+def test_default_model_is_small_and_documented():
+    size = sum(f.stat().st_size for f in MODEL.iterdir() if f.is_file())
+    assert size < 64e6, f"models/default is {size / 1e6:.1f} MB"
+    card = (MODEL / "MODEL_CARD.md").read_text(encoding="utf-8")
+    for needed in ("scripts/train_default_model.sh", "make default-model", "sim record", "Held-out"):
+        assert needed in card, needed
+    meta = json.loads((MODEL / "config.json").read_text(encoding="utf-8"))
+    training = meta["extra"]["training"]
+    assert training["stage"] == "mole" and training["cogkd"] is True and training["active_layers"] == 4
+    results = json.loads((MODEL / "eval" / "eval.json").read_text(encoding="utf-8"))["results"]
+    labels = {r["label"] for r in results}
+    assert {"full depth", "MoLe (STAR) k=4", "MoLe w/o CogKD k=4", "random skip k=4", "early exit k=4"} <= labels
