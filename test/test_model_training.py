@@ -295,7 +295,7 @@ def test_gradient_checkpointing_gives_the_same_gradients():
             model.action_head.final_layer.linear.weight.normal_(0, 0.02, generator=torch.Generator().manual_seed(0))
         out = model.compute_loss(batch(), generator=torch.Generator().manual_seed(0))
         calls = []
-        hooks = [layer.register_forward_hook(lambda *_a: calls.append(1)) for layer in model.llm.layers]
+        hooks = [layer.register_forward_pre_hook(lambda *_a, c=calls: c.append(1)) for layer in model.llm.layers]
         out["total"].backward()
         for h in hooks:
             h.remove()

@@ -335,3 +335,40 @@ def test_camera_on_another_clock_is_named(tmp_path, checkpoint, capsys):
     text = capsys.readouterr().out
     assert "/camera/scene/image_raw: header stamps are -3600.000 s from the bag's log time" in text
     assert "not scored (no chunk was predicted; the runtime ended in state holding)" in text  # watchdog hold
+
+
+def test_cli_compares_several_k(tmp_path, bag, checkpoint, capsys):
+    import json
+
+    from mole_vla_ros.cli import main
+
+    out = tmp_path / "cmp"
+    argv = ["replay", str(bag), "--checkpoint", str(checkpoint), "--out", str(out), "--no-plots", "--no-progress"]
+    assert main([*argv, "--active-layers", "2", "8", "--duration", "1.0"]) == 0
+    rows = json.loads((out / "compare.json").read_text())
+    assert [r["k"] for r in rows] == [2, 8]
+    assert [r["mean_active_layers"] for r in rows] == [2, 8]
+    assert (out / "k2" / "report.json").is_file() and (out / "k8" / "bag" / "metadata.yaml").is_file()
+    assert "transl. mm" in capsys.readouterr().out
+
+
+def test_enable_waits_for_the_robot_mode_when_required(tmp_path, checkpoint):
+    params = tmp_path / "params.yaml"
+    params.write_text(
+        "mole_vla_policy:\n  ros__parameters:\n    safety: {require_robot_mode: true}\n"
+        "    topics: {cameras: [camera/scene/image_raw, camera/wrist/image_raw]}\n"
+        "    observation: {camera_names: [scene, wrist], camera_rate_hz: 10.0}\n"
+    )
+    blind = write_synthetic_bag(tmp_path / "b", duration_s=1.0)  # no FrankaRobotState in the bag
+    result = run_replay(
+        ReplayOptions(bag=blind, out=tmp_path / "o", checkpoint=str(checkpoint), params=params, progress=False)
+    )
+    assert result.enabled_at is None
+    assert not any(t.startswith("/replay/") and result.output_counts[t] for t in result.output_counts)
+    refusals = [a for a in result.adaptations if a.startswith("enable refused")]
+    assert refusals and len(refusals) <= 3  # retried once per second of bag time, reported briefly
+    seen = write_synthetic_bag(tmp_path / "c", duration_s=1.0, robot_state=True)
+    ok = run_replay(
+        ReplayOptions(bag=seen, out=tmp_path / "p", checkpoint=str(checkpoint), params=params, progress=False)
+    )
+    assert ok.enabled_at is not None and ok.output_counts["/replay/cartesian_impedance_controller/target_pose"] > 50

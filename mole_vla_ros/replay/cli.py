@@ -56,8 +56,11 @@ def _label_for(checkpoint: str) -> str:
 
 
 def run(args) -> int:
+    import dataclasses
+
     from mole_vla_ros.replay.engine import ReplayOptions
 
+    ks = list(dict.fromkeys(args.active_layers or [None]))
     try:
         opts = ReplayOptions(
             bag=args.bag,
@@ -66,7 +69,8 @@ def run(args) -> int:
             instruction=args.instruction or "",
             params=args.params,
             seed=args.seed,
-            active_layers=args.active_layers,
+            active_layers=ks[0],
+            skip_mode=args.skip_mode or "",
             namespace=args.namespace or "",
             cameras=_camera_map(args.camera),
             dry_run=args.dry_run,
@@ -76,11 +80,80 @@ def run(args) -> int:
             start_s=args.start,
             duration_s=args.duration,
         )
-        execute(opts, label=_label_for(opts.checkpoint), plots=not args.no_plots)
+        label = _label_for(opts.checkpoint)
+        if len(ks) == 1:
+            execute(opts, label=label, plots=not args.no_plots)
+            return 0
+        # several k: one policy, the same seeds, one replay per k into OUT/k<k>, then the comparison
+        policy = load_replay_policy(opts)
+        reports = {}
+        for k in ks:
+            print(f"\n=== k = {k} ===")
+            opts_k = dataclasses.replace(opts, active_layers=k, out=Path(opts.out) / f"k{k}")
+            reports[k] = execute(opts_k, policy=policy, label=label, plots=not args.no_plots)
+        print()
+        print(compare_layers(reports, Path(opts.out)))
     except ReplayError as exc:
         print(f"mole-vla replay: error: {exc}")
         return 2
     return 0
+
+
+def load_replay_policy(opts):
+    """The policy `run_replay` would load for `opts` (parameters file + overrides), loaded once for reuse."""
+    from mole_vla_ros.replay.engine import _settings
+    from mole_vla_ros.ros.policy_source import load_policy
+
+    settings, _, _ = _settings(opts)
+    try:
+        return load_policy(settings.node.policy)
+    except (ValueError, FileNotFoundError) as exc:
+        raise ReplayError(f"cannot load the policy: {exc}") from None
+
+
+def compare_layers(reports: dict, out: Path) -> str:
+    """A table of error, latency and speed per number of active layers k; also written to OUT/compare.json."""
+    import json
+
+    rows = []
+    for k, r in reports.items():
+        e = r["errors"]
+        lat = r["latency_ms"].get("model_call_ms", {})
+
+        def mean(key: str, errors: dict = e) -> float | None:
+            return errors.get(key, {}).get("executed", {}).get("mean")
+
+        rows.append(
+            {
+                "k": k,
+                "mean_active_layers": r["layers"].get("mean_active"),
+                "translation_m_executed": mean("translation_m"),
+                "rotation_rad_executed": mean("rotation_rad"),
+                "gripper_accuracy_executed": mean("gripper_accuracy"),
+                "model_ms_median": lat.get("median"),
+                "llm_ms_median": r["latency_ms"].get("llm", {}).get("median"),
+                "steps_per_s": r["speed"]["steps_per_s"],
+                "chunks": r["counts"]["chunks"],
+            }
+        )
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "compare.json").write_text(json.dumps(rows, indent=2) + "\n", encoding="utf-8")
+
+    def f(v, scale=1.0, fmt=".1f"):
+        return "-" if v is None else format(v * scale, fmt)
+
+    lines = [
+        f"{'k':>4}{'layers':>8}{'transl. mm':>12}{'rot. deg':>10}{'gripper %':>11}{'model ms':>10}{'llm ms':>9}"
+        f"{'steps/s':>9}",
+    ]
+    for row in rows:
+        lines.append(
+            f"{row['k']!s:>4}{f(row['mean_active_layers']):>8}{f(row['translation_m_executed'], 1000):>12}"
+            f"{f(row['rotation_rad_executed'], 57.29577951308232):>10}{f(row['gripper_accuracy_executed'], 100):>11}"
+            f"{f(row['model_ms_median']):>10}{f(row['llm_ms_median']):>9}{f(row['steps_per_s']):>9}"
+        )
+    lines.append(f"(errors: executed actions vs the recorded motion; written to {out / 'compare.json'})")
+    return "\n".join(lines)
 
 
 def demo(root: Path, model_dir: Path, bag: Path, out: str | Path = "out/demo") -> int:
@@ -130,7 +203,11 @@ def register(sub) -> None:
     p.add_argument("--params", default=None, help="node parameter file (default: config/mole_vla.yaml)")
     p.add_argument("--seed", type=int, default=None, help="seed of the policy and the runtime (same seed, same result)")
     p.add_argument(
-        "--active-layers", type=int, default=None, help="LLM layers STAR runs per step (default: checkpoint's)"
+        "--active-layers",
+        type=int,
+        nargs="+",
+        default=None,
+        help="LLM layers STAR runs per step (default: checkpoint's); several values replay once per k and compare",
     )
     p.add_argument("--namespace", default="", help="robot namespace of the bag's topics (e.g. fr3)")
     p.add_argument("--camera", action="append", default=[], metavar="NAME=TOPIC", help="camera topic (repeatable)")
@@ -139,6 +216,12 @@ def register(sub) -> None:
     p.add_argument("--device", default="", help="torch device (default: policy.device of the parameters)")
     p.add_argument("--dry-run", action="store_true", help="keep the parameters' dry run: previews only, no commands")
     p.add_argument("--no-enable", action="store_true", help="never enable the runtime (as if nobody called ~/enable)")
+    p.add_argument(
+        "--skip-mode",
+        default="",
+        choices=["", "star", "full", "random", "early"],
+        help="layer selection (default: params)",
+    )
     p.add_argument("--no-plots", action="store_true", help="skip the PNG plots")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.set_defaults(func=run)

@@ -56,6 +56,7 @@ class ReplayOptions:
     params: str | Path | None = None
     seed: int | None = None
     active_layers: int | None = None
+    skip_mode: str = ""  # "" = the parameters' policy.skip_mode
     namespace: str = ""
     cameras: dict[str, str] = field(default_factory=dict)
     dry_run: bool = False
@@ -172,6 +173,8 @@ def _settings(opts: ReplayOptions) -> tuple[NodeSettings, Path | None, list[str]
         overrides["scheduling.seed"] = opts.seed
     if opts.active_layers is not None:
         overrides["policy.active_layers"] = opts.active_layers
+    if opts.skip_mode:
+        overrides["policy.skip_mode"] = opts.skip_mode
     if not opts.dry_run:
         overrides["safety.dry_run"] = False
     try:
@@ -318,6 +321,7 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
             state.run()
             wall["loop"] = time.perf_counter() - t0
             adaptations.extend(f"WARNING {w}" for w in state.stamp_warnings())
+            adaptations.extend(f"enable refused at {r}" for r in state.enable_refusals[:3])
         finally:
             if writer is not None:
                 t0 = time.perf_counter()
@@ -341,7 +345,10 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
             settings=settings,
             plan=plan,
             bag_info=bag_info,
-            policy_info=_policy_info(policy, settings),
+            policy_info={
+                **_policy_info(policy, settings),
+                **({"active_layers": opts.active_layers} if opts.active_layers else {}),
+            },
             out_dir=out_dir,
             bag_path=(out_dir / "bag") if writer is not None else None,
             instruction=instruction,
@@ -423,7 +430,8 @@ class _Loop:
         self.last_diag: Diagnostics | None = None
         self.control_steps = 0
         self.enabled_at: float | None = None
-        self._enable_tried = False
+        self._next_enable_try = -math.inf
+        self.enable_refusals: list[str] = []
         self.camera_of = {topic: name for name, topic in plan.cameras.items()}
         base = settings.runtime.frames
         self._tf_pair = (base.base_frame, base.ee_frame)
@@ -489,13 +497,22 @@ class _Loop:
             self.gripper_commands.append(step.gripper_command)
             if f"gripper/{kind}" in self.names.topics:
                 self._emit(f"gripper/{kind}", goal, now)
-        if self.opts.enable and not self._enable_tried and self.runtime.ready:
-            # like an operator calling ~/enable: retried each tick until the runtime accepts (needs an EE pose)
+        if self.opts.enable and self.enabled_at is None and now >= self._next_enable_try and self._can_enable():
+            # like an operator calling ~/enable once the robot's state is there; a refusal (e.g. no robot mode yet
+            # with safety.require_robot_mode) is retried once per second of bag time, as an operator would
             refusal = self.runtime.enable()
-            if not refusal:
-                self._enable_tried = True
+            if refusal:
+                self._next_enable_try = now + 1.0
+                self.enable_refusals.append(f"{now - self.bag.start_ns * 1e-9:.2f} s: {refusal}")
+            else:
                 self.enabled_at = now
                 log.info("runtime enabled at bag time %.3f s", now)
+
+    def _can_enable(self) -> bool:
+        sync = self.runtime.sync
+        if sync.latest_ee_pose() is None:
+            return False
+        return self.settings.runtime.output_mode != "joint_trajectory" or sync.latest_joint_positions() is not None
 
     def _on_diagnostics(self, now: float) -> None:
         t0 = time.perf_counter()
@@ -592,7 +609,12 @@ class _Loop:
         if self.opts.progress:
             from tqdm import tqdm
 
-            progress = tqdm(total=round(self.replayed_s, 2), unit="s", desc="replay (bag time)", leave=False)
+            progress = tqdm(
+                total=round(self.replayed_s, 2),
+                desc="replay",
+                leave=False,
+                bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.1f}/{total:.1f} s of bag [{elapsed}<{remaining}]",
+            )
         last_shown = start
         t_read = time.perf_counter()
         try:

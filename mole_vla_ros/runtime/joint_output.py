@@ -254,7 +254,8 @@ class JointTrajectoryPlanner:
             samples += tracker.rollout(reference_fn, need - len(samples), start=samples[-1] if samples else current)
         ikc = self.ik_config
         points = [(current.stamp, start[0], start[1])]
-        for s in samples[self.sub - 1 :: self.sub]:
+        for i in range(self.sub - 1, need, self.sub):
+            s = samples[i]
             k = _stamp_key(s.stamp)
             hit = ik.get(k)
             if hit is None:
@@ -274,23 +275,14 @@ class JointTrajectoryPlanner:
                 if not res.success:
                     failure = (len(points), res.reason, np.round(s.position, 3).tolist())
                     return JointPlan(key, samples, points, failure, ik)
-                qd = np.clip(self.kinematics.joint_velocity(res.q, s.twist), -self.v_lim, self.v_lim)
+                # a tracker sample's velocity is its rate over the PREVIOUS period (p_k = p_{k-1} + v_k dt), i.e. the
+                # velocity dt/2 earlier; the velocity AT the point is the mean of the periods before and after it.
+                # (With the lagging one, JTC's cubic overshoots the path's joint acceleration by ~3 a dt / point_dt.)
+                twist = s.twist if i + 1 >= len(samples) else 0.5 * (s.twist + samples[i + 1].twist)
+                qd = np.clip(self.kinematics.joint_velocity(res.q, twist), -self.v_lim, self.v_lim)
                 hit = ik[k] = (res.q, qd)
             points.append((s.stamp, hit[0], hit[1]))
-        return JointPlan(key, samples, self._smooth_velocities(points), None, ik)
-
-    def _smooth_velocities(self, points: list) -> list:
-        """Velocities at the inner points from their neighbours' positions (Catmull-Rom tangents).
-
-        JTC's cubic between two points takes the positions AND velocities as given; velocities from J+ twist alone
-        disagree with the IK positions (nullspace motion, linearisation) and the cubic then swings to make up for
-        it (joint accelerations up to ~2.5x the path's). Point 0 keeps the committed velocity (continuity), the
-        last point keeps J+ twist."""
-        out = list(points)
-        for k in range(1, len(points) - 1):
-            (t0, q0, _), (t, q, _), (t1, q1, _) = points[k - 1], points[k], points[k + 1]
-            out[k] = (t, q, np.clip((q1 - q0) / (t1 - t0), -self.v_lim, self.v_lim))
-        return out
+        return JointPlan(key, samples, points, None, ik)
 
     def commit(self, now: float, plan: JointPlan) -> JointTrajectoryCommand:
         """Make `plan` (solved, no failure) the committed trajectory and return its message."""
@@ -313,7 +305,9 @@ class JointTrajectoryPlanner:
         sample), and stays at rest at its end until a plan is committed again."""
         current = tracker.state
         q0, qd0 = self.state_at(current.stamp, self._start_q)
-        self.counters["joint/brakes"] += 1
+        moving = bool(np.any(qd0 != 0.0))
+        if moving:
+            self.counters["joint/brakes"] += 1
         duration = max(float(np.max(np.abs(qd0) / self.a_brake)), tracker.braking_time(), self.command_dt)
         t_limit = self._limit_stop_time(q0, qd0)
         if duration > t_limit:
@@ -329,11 +323,12 @@ class JointTrajectoryPlanner:
                 if self._within_cartesian_limits(samples, tracker) or duration >= t_limit:
                     break
         brake = JointBrake(current.stamp, q0, qd0, duration)
-        log.warning(
-            "no IK solution along the Cartesian braking path: stopping in joint space in %.3f s from %s rad/s",
-            duration,
-            np.round(qd0, 3).tolist(),
-        )
+        if moving:
+            log.warning(
+                "no IK solution along the Cartesian braking path: stopping in joint space in %.3f s from %s rad/s",
+                duration,
+                np.round(qd0, 3).tolist(),
+            )
         self.brake_plan = brake
         self._key = ("joint_brake", current.stamp)  # nothing planned before or after may reuse these samples
         self._ik = {}

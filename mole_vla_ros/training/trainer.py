@@ -532,13 +532,16 @@ class Trainer:
             "usage": (usage / cfg.grad_accum).tolist(),
         }
 
-    def _update_teacher(self) -> None:
-        if self.is_fsdp:
-            from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
+    def _full_params(self):
+        """Context in which self.model holds its full (unsharded) parameters: a no-op unless FSDP shards them."""
+        if not self.is_fsdp:
+            return contextlib.nullcontext()
+        from torch.distributed.fsdp import FullyShardedDataParallel as FSDP
 
-            with FSDP.summon_full_params(self.wrapped, writeback=False):
-                self.teacher.update(self.model)
-        else:
+        return FSDP.summon_full_params(self.wrapped, writeback=False)
+
+    def _update_teacher(self) -> None:
+        with self._full_params():
             self.teacher.update(self.model)
 
     # ------------------------------------------------------------------ evaluation helpers
@@ -551,17 +554,20 @@ class Trainer:
         b = self.config.batch_size
         n = len(self.val_data)
         total, count = 0.0, 0
-        for i in range(self.config.eval_batches):
-            start = (i * self.dist.world_size + self.dist.rank) * b
-            if start >= n:
-                break
-            idx = torch.arange(start, min(start + b, n))
-            gen = torch.Generator(device=self.device).manual_seed(micro_seed(self.config.seed, 10**9, i))
-            batch = self._prepare(self.val_data.batch(idx), gen)
-            with self._autocast():
-                out = _LossModule(self.model, self.teacher)(batch, gen)
-            total += float(out["diffusion"]) * len(idx)
-            count += len(idx)
+        # the plain module, not the DDP/FSDP wrapper: ranks may run different numbers of validation batches, and
+        # wrapper forwards are collective calls (FSDP gathers the full parameters once, on every rank)
+        with self._full_params():
+            for i in range(self.config.eval_batches):
+                start = (i * self.dist.world_size + self.dist.rank) * b
+                if start >= n:
+                    break
+                idx = torch.arange(start, min(start + b, n))
+                gen = torch.Generator(device=self.device).manual_seed(micro_seed(self.config.seed, 10**9, i))
+                batch = self._prepare(self.val_data.batch(idx), gen)
+                with self._autocast():
+                    out = _LossModule(self.model, self.teacher)(batch, gen)
+                total += float(out["diffusion"]) * len(idx)
+                count += len(idx)
         self.wrapped.train()
         stats = all_reduce_mean(torch.tensor([total, count], dtype=torch.float64), self.dist)
         return float(stats[0] / stats[1]) if stats[1] > 0 else None
@@ -574,7 +580,7 @@ class Trainer:
         batch = self._prepare(self.train_data.batch(self.probe), torch.Generator(device=self.device).manual_seed(0))
         tokens = batch.pop("vision_tokens", None)
         images = placeholder_images(self.model, len(self.probe)) if tokens is not None else batch["images"]
-        with injected_vision_tokens(self.model, tokens), self._autocast():
+        with self._full_params(), injected_vision_tokens(self.model, tokens), self._autocast():
             out = self.model.forward(images, self.model.text_batch(batch["instructions"]), self.k, "star")
         self.model.train(was)
         return [list(ix) for ix in out.choice.indices]
