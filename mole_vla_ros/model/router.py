@@ -99,9 +99,10 @@ class STARRouter(nn.Module):
 
         text_mask [B, T]: 1 for real tokens (BOS, prompt, EOS), 0 for right padding.
         """
-        pi = self.base_proj(visual)
+        # mean(W_p v) == W_p mean(v) (linear): pooling first costs one projection instead of one per visual token,
+        # the same value as the code's mean-pool before the MLP
+        s = self.spatial_router(self.base_proj(visual.mean(1)))
         pt = self.base_proj(text)
-        s = self.spatial_router(pi.mean(1))  # the code mean-pools BEFORE the MLP
         enc = self.temporal_router(pt, src_key_padding_mask=~text_mask.bool())
         pooled = masked_mean(enc, text_mask)
         t = self.time_proj(pooled)
