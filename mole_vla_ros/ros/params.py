@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from mole_vla_ros.config_dicts import build_dataclass, plain, unflatten
 from mole_vla_ros.robot.franka import Topics
 from mole_vla_ros.ros.markers import MarkerStyle
 from mole_vla_ros.runtime.config import RuntimeConfig
@@ -154,7 +155,7 @@ class NodeSettings:
 
     def to_flat(self) -> dict[str, Any]:
         """Every parameter as {dotted name: value} (lists for tuples), the form ROS 2 parameters take."""
-        return {**_flatten(_plain(dataclasses.asdict(self.node))), **self.runtime.to_flat()}
+        return {**_flatten(plain(dataclasses.asdict(self.node))), **self.runtime.to_flat()}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -217,42 +218,9 @@ def settings_from_flat(flat: dict[str, Any]) -> NodeSettings:
                 f"unknown parameter {key!r}; parameters start with one of {sorted(node_sections | runtime_sections)} "
                 "(see the Configuration reference in README.md)"
             )
-    node = build_dataclass(NodeConfig, _unflatten(node_part), "")
+    node = build_dataclass(NodeConfig, unflatten(node_part, "parameter"), "", "parameter")
     runtime = RuntimeConfig.from_dict(runtime_part)
     return NodeSettings(node=node, runtime=runtime)
-
-
-def build_dataclass(cls, data: dict, path: str):
-    """A `cls` instance from a nested dict, checking every key and scalar type against the dataclass fields."""
-    if not isinstance(data, dict):
-        raise ValueError(f"section {path or '<root>'!r} must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"in section {path!r}" if path else "at top level"
-        raise ValueError(f"unknown parameter(s) {unknown} {where}; valid: {sorted(fields)}")
-    hints = typing.get_type_hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        sub, sub_path = hints[name], f"{path}.{name}" if path else name
-        if dataclasses.is_dataclass(sub):
-            kwargs[name] = build_dataclass(sub, value or {}, sub_path)
-            continue
-        _check_scalar(sub, value, sub_path)
-        kwargs[name] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
-
-
-def _check_scalar(hint, value, name: str) -> None:
-    # YAML "false" or "0.5" in quotes would otherwise slip through as truthy strings
-    if hint is bool and not isinstance(value, bool):
-        raise ValueError(f"parameter {name!r} must be true or false, got {value!r}")
-    if hint is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-        raise ValueError(f"parameter {name!r} must be a number, got {value!r}")
-    if hint is int and (isinstance(value, bool) or not isinstance(value, int)):
-        raise ValueError(f"parameter {name!r} must be an integer, got {value!r}")
-    if hint is str and not isinstance(value, str):
-        raise ValueError(f"parameter {name!r} must be a string, got {value!r}")
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -292,7 +260,7 @@ def raw_defaults(cls, prefix: str = "") -> dict[str, Any]:
             out.update(raw_defaults(hints[f.name], name + "."))
             continue
         value = f.default if f.default is not dataclasses.MISSING else f.default_factory()
-        out[name] = _plain(value)
+        out[name] = plain(value)
     return out
 
 
@@ -374,27 +342,6 @@ def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[name] = value
     return out
-
-
-def _unflatten(flat: dict[str, Any]) -> dict:
-    out: dict = {}
-    for key, value in flat.items():
-        parts = key.split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"parameter {key!r} nests under {p!r}, which is already a value")
-        node[parts[-1]] = value
-    return out
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 def default_params_yaml() -> str:

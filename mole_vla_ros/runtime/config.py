@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from mole_vla_ros.config_dicts import build_dataclass, plain, unflatten
 from mole_vla_ros.robot.franka import ROBOT_TYPES, describe
 
 OUTPUT_MODES = ("pose", "joint_trajectory")
@@ -148,7 +149,7 @@ class SchedulingConfig:
         if self.latency_mode not in ("measured", "simulated"):
             raise ValueError(f"scheduling.latency_mode must be 'measured' or 'simulated', got {self.latency_mode!r}")
         if isinstance(self.ensemble, dict):
-            self.ensemble = _build(EnsembleConfig, self.ensemble, "scheduling.ensemble")
+            self.ensemble = build_dataclass(EnsembleConfig, self.ensemble, "scheduling.ensemble")
 
 
 @dataclass
@@ -319,7 +320,7 @@ class RuntimeConfig:
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if isinstance(value, dict):
-                setattr(self, f.name, _build(_hints(type(self))[f.name], value, f.name))
+                setattr(self, f.name, build_dataclass(typing.get_type_hints(type(self))[f.name], value, f.name))
         if self.output_mode not in OUTPUT_MODES:
             raise ValueError(f"output_mode must be one of {OUTPUT_MODES}, got {self.output_mode!r}")
         if self.action_space:
@@ -346,11 +347,11 @@ class RuntimeConfig:
     @classmethod
     def from_dict(cls, data: dict | None) -> RuntimeConfig:
         """A validated config from nested dicts (YAML) and/or flat dotted keys (`"safety.dry_run": true`)."""
-        return _build(cls, _unflatten(data or {}), "")
+        return build_dataclass(cls, unflatten(data or {}), "")
 
     def to_dict(self) -> dict:
         """Nested plain dict (lists instead of tuples) that from_dict reads back to an equal config."""
-        return _plain(dataclasses.asdict(self))
+        return plain(dataclasses.asdict(self))
 
     def to_flat(self) -> dict:
         """Flat {"section.key": value} dict, the shape ROS 2 parameters take."""
@@ -384,60 +385,3 @@ class RuntimeConfig:
             return cls.from_dict(data)
         except ValueError as exc:
             raise ValueError(f"{path}: {exc}") from None
-
-
-def _hints(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
-def _unflatten(data: dict) -> dict:
-    out: dict = {}
-    for key, value in data.items():
-        parts = str(key).split(".")
-        node = out
-        for p in parts[:-1]:
-            node = node.setdefault(p, {})
-            if not isinstance(node, dict):
-                raise ValueError(f"config key {key!r} nests under {p!r}, which is already a value")
-        if isinstance(value, dict):
-            node.setdefault(parts[-1], {}).update(_unflatten(value))
-        else:
-            node[parts[-1]] = value
-    return out
-
-
-def _build(cls, data: dict, path: str):
-    if not isinstance(data, dict):
-        raise ValueError(f"config section {path or '<root>'!r} must be a mapping, got {data!r}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(data) - set(fields))
-    if unknown:
-        where = f"in section {path!r}" if path else "at top level"
-        raise ValueError(f"unknown config key(s) {unknown} {where}; valid keys: {sorted(fields)}")
-    hints = _hints(cls)
-    kwargs = {}
-    for name, value in data.items():
-        sub = hints[name]
-        sub_path = f"{path}.{name}" if path else name
-        if dataclasses.is_dataclass(sub):
-            kwargs[name] = _build(sub, value if value is not None else {}, sub_path)
-            continue
-        # YAML "false" / "0.5" strings would pass silently as truthy / non-numbers: check scalar types here
-        if sub is bool and not isinstance(value, bool):
-            raise ValueError(f"config key {sub_path!r} must be true or false, got {value!r}")
-        if sub is float and (isinstance(value, bool) or not isinstance(value, (int, float))):
-            raise ValueError(f"config key {sub_path!r} must be a number, got {value!r}")
-        if sub is int and (isinstance(value, bool) or not isinstance(value, int)):
-            raise ValueError(f"config key {sub_path!r} must be an integer, got {value!r}")
-        if sub is str and not isinstance(value, str):
-            raise ValueError(f"config key {sub_path!r} must be a string, got {value!r}")
-        kwargs[name] = tuple(value) if isinstance(value, list) else value
-    return cls(**kwargs)
-
-
-def _plain(value):
-    if isinstance(value, dict):
-        return {k: _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
