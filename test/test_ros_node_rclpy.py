@@ -172,7 +172,7 @@ def test_use_sim_time_follows_clock(ros):
     try:
         assert shell.now() == 0.0  # no /clock yet: the control tick does nothing
         shell._on_control_tick()
-        assert shell._last_diagnostics is None
+        assert shell.io.last_diagnostics is None
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and shell.now() < 1234.0:
             clock_pub.publish(Clock(clock=RclpyMessages().time(1234.5)))

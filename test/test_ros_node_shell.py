@@ -301,6 +301,9 @@ def test_actuation_after_enable_sends_pose_commands_and_a_grasp(fake_ros):
     assert all(m.header.frame_id == "fr3_link0" for m in commands.sent)
     grasp = next(c for c in FakeActionClient.instances if c.name == "franka_gripper/grasp")
     assert len(grasp.goals) == 1 and grasp.goals[0].width == 0.0  # closed once, not every step
+    node.advance(1.0)
+    (status,) = node.publishers["/diagnostics"].sent[-1].status
+    assert {kv.key: kv.value for kv in status.values}["gripper.sent/grasp"] == "1"
     # disable: commands stop
     assert call(node, "~/enable", data=False).success
     n = len(commands.sent)
@@ -346,7 +349,7 @@ def test_pose_in_the_wrong_frame_is_rejected(fake_ros):
     node, shell = make_shell(fake_ros)
     pose = conv.pose_stamped_msg(MSGS, conv.Pose(START, DOWN), node.t, "world")
     node.deliver("franka_robot_state_broadcaster/current_pose", pose)
-    assert shell.input_errors["ee_pose"] == 1
+    assert shell.io.input_errors["ee_pose"] == 1
     assert any("frames.base_frame" in text for _, text in node.logs)
 
 
@@ -404,7 +407,7 @@ def test_ee_pose_from_tf_when_no_pose_topic(fake_ros):
             ),
         )  # fmt: skip
         node.advance(0.034)
-    assert shell.input_errors["tf"] == 0
+    assert shell.io.input_errors["tf"] == 0
     assert call(node, "~/enable", data=True).success  # the core has an EE pose: it came from TF
     assert node.publishers["~/predicted_path"].sent
 
@@ -430,14 +433,39 @@ def test_pose_topic_is_cross_checked_against_tf_once(fake_ros):
     assert {kv.key: kv.value for kv in status.values}["tf_check"].startswith("MISMATCH")
 
 
-def test_robot_state_is_decoded_at_a_limited_rate(fake_ros):
+def test_robot_state_is_decoded_at_a_limited_rate_of_node_time(fake_ros):
     node, shell = make_shell(fake_ros, **{"robot_state_rate_hz": 50.0})
     decoded = []
-    shell._on_robot_state = decoded.append  # count what reaches the interlock
-    wall = [0.0]
-    shell.wall_clock = lambda: wall[0]
+    shell.io.on_robot_state = decoded.append  # count what reaches the interlock
     move = MSGS.make("franka_msgs/msg/FrankaRobotState", robot_mode=2)
-    for _ in range(100):  # 100 ms of a 1 kHz stream
-        node.deliver("franka_robot_state_broadcaster/robot_state", move)
-        wall[0] += 0.001
+
+    def stream(ms):  # a 1 kHz stream on the node's clock (sim time under use_sim_time: the same clock replay uses)
+        for _ in range(ms):
+            node.deliver("franka_robot_state_broadcaster/robot_state", move)
+            node.t += 0.001
+
+    stream(100)
     assert len(decoded) == 5 and conv.robot_mode_name(decoded[0]) == "MOVE"  # 50 Hz
+    node.t -= 10.0  # a looping `ros2 bag play --clock` jumps back: the interlock keeps reading
+    stream(100)
+    assert len(decoded) == 10
+
+
+def test_callbacks_and_timers_are_the_shared_node_io(fake_ros):
+    """The shell is wiring only: its subscriptions call NodeIO (what replay drives) and its timers publish what
+    NodeIO returns, so replay exercising NodeIO exercises the node."""
+    node, shell = make_shell(fake_ros, **{"safety.dry_run": False})
+    subs = node.subscriptions
+    assert subs["joint_states"][1] == shell.io.on_joint_state
+    assert subs["franka_gripper/joint_states"][1] == shell.io.on_gripper_state
+    assert subs["mole_vla/instruction"][1] == shell.io.on_instruction
+    ticks = []
+    control_tick = shell.io.control_tick
+    shell.io.control_tick = lambda now: ticks.append(now) or control_tick(now)
+    run(node, 0.3)
+    assert call(node, "~/enable", data=True).success
+    run(node, 0.5)
+    assert ticks and ticks[-1] == pytest.approx(node.t)  # called with the node clock
+    assert shell.io.last_diagnostics.enabled
+    sent = node.publishers["cartesian_impedance_controller/target_pose"].sent
+    assert sent and len(sent) <= len(ticks)

@@ -221,6 +221,7 @@ def test_enable_disable_and_restart_at_the_measured_pose():
     assert rt.enable() == ""
     robot.run(0.5)
     rt.disable("operator")
+    robot.run(0.5)  # brakes to rest, then stops commanding
     robot.pose = Pose([0.45, 0.05, 0.4], DOWN)  # someone moved the arm while disabled
     outs = robot.run(0.5)
     assert all(o.pose_command is None for o in outs)
@@ -230,6 +231,99 @@ def test_enable_disable_and_restart_at_the_measured_pose():
     # restarts from where the arm is now, at rest: no jump back to the old commanded pose
     assert np.linalg.norm(first.pose.position - [0.45, 0.05, 0.4]) < 1e-3
     assert np.all(np.abs(first.velocity[:3]) <= np.array(rt.config.trajectory.max_lin_acc) * DT + 1e-9)
+
+
+def test_disable_while_moving_brakes_to_rest_before_commands_stop():
+    policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    before = robot.run(0.6)
+    assert before[-1].pose_command.velocity[0] > 0.25  # cruising
+    rt.disable("operator")
+    outs = robot.run(0.6)
+    stopping = [o for o in outs if o.pose_command is not None]
+    assert stopping and outs[0].diagnostics.state == "stopping" and outs[-1].diagnostics.state == "disabled"
+    assert all(o.pose_command is None for o in outs[len(stopping) :])  # then nothing
+    assert len(stopping) <= round(0.3 / 1.5 / DT) + 2  # max_lin_vel / max_lin_acc
+    # the stream never froze mid-motion: continuous and within the limits down to rest
+    check_limits(commanded(before + outs), rt.config)
+    assert not stopping[-1].pose_command.velocity.any()
+    assert outs[-1].diagnostics.counters["stops/braked"] == 1
+
+
+def test_re_enabling_during_a_stop_continues_from_the_commanded_state():
+    policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    before = robot.run(0.6)
+    rt.disable("operator")
+    mid = robot.run(0.05)
+    assert mid[-1].diagnostics.state == "stopping"
+    assert rt.enable() == ""
+    after = robot.run(1.5)
+    check_limits(commanded(before + mid + after), rt.config)  # no restart at rest in the middle of the motion
+    assert robot.pose.position[0] == pytest.approx(0.7, abs=1e-3)
+
+
+def test_disable_without_braking_and_the_interlock_stop_at_once():
+    for stop in ("no_brake", "reflex"):
+        rt = make_runtime(ScriptedPolicy(line_to([0.7, 0.0, 0.4])))
+        robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+        robot.run(0.2)
+        assert rt.enable() == ""
+        robot.run(0.6)
+        if stop == "no_brake":
+            rt.disable("node shutting down", brake=False)
+        else:
+            rt.on_robot_mode("REFLEX")
+        assert all(o.pose_command is None for o in robot.run(0.3))
+
+
+def test_reset_episode_while_moving_brakes_along_the_commanded_trajectory():
+    policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
+    rt = make_runtime(policy)
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    before = robot.run(0.6)
+    rt.reset_episode()  # e.g. the operator's ~/reset while the arm moves
+    policy.make_chunk = line_to([0.5, 0.0, 0.4])  # the new episode goes elsewhere
+    after = robot.run(2.0)
+    check_limits(commanded(before + after), rt.config)  # no restart at rest mid-motion
+    assert after[-1].diagnostics.counters["reset/while_moving"] == 1
+    np.testing.assert_allclose(robot.pose.position, [0.5, 0.0, 0.4], atol=1e-3)
+
+
+def test_joint_mode_disable_while_moving_ends_with_a_trajectory_at_rest():
+    policy = ScriptedPolicy(line_to([0.3, 0.25, 0.3], yaw=0.3))
+    rt = make_runtime(policy, output_mode="joint_trajectory")
+    kin = FrankaKinematics()
+    robot = Robot(rt, kin.fk(READY_Q), q=READY_Q)
+    robot.run(0.2)
+    assert rt.enable() == ""
+    before = []
+    for _ in range(60):
+        out = robot.run(DT)[0]
+        if out.joint_command is not None:
+            robot.q = out.joint_command.positions[0]
+        before.append(out)
+    assert np.abs(before[-1].preview.velocity[:3]).max() > 0.2
+    rt.disable("operator")
+    outs = []
+    for _ in range(60):
+        out = robot.run(DT)[0]
+        if out.joint_command is not None:
+            robot.q = out.joint_command.positions[0]
+        outs.append(out)
+    cmds = [o.joint_command for o in before + outs if o.joint_command is not None]
+    assert not np.any(cmds[-1].velocities)  # JTC's last trajectory ends at rest: it holds there, no abrupt stop
+    assert outs[-1].diagnostics.state == "disabled" and outs[-1].joint_command is None
+    assert np.max(jtc_accelerations(cmds[1:])) < 4 * describe("fr3").limits.qdd_max.max()
+    check_limits([o.preview for o in before + outs if o.preview is not None], rt.config)
 
 
 def test_robot_mode_interlock_disables_until_re_enabled():
@@ -419,6 +513,29 @@ def test_joint_trajectory_output_has_positions_and_velocities_within_limits():
     # the Cartesian stream behind it (served from the cached rollout) obeys the same limits and continuity
     previews = [o.preview for o in outs if o.preview is not None]
     check_limits(previews, rt.config)
+
+
+@pytest.mark.parametrize(
+    ("trajectory", "over"), [({}, True), ({"max_lin_acc": [0.5] * 3, "max_rot_acc": [1.5] * 3}, False)]
+)
+def test_joint_accelerations_beyond_the_hardware_limit_are_counted(trajectory, over):
+    # the default Cartesian limits ask up to ~1.5x qdd_max of the wrist when motion starts from rest; gentler
+    # limits stay below it. Either way the count says so (libfranka would abort on a real FR3).
+    policy = ScriptedPolicy(line_to([0.45, 0.1, 0.35], yaw=0.3))
+    rt = make_runtime(policy, output_mode="joint_trajectory", trajectory=trajectory)
+    robot = Robot(rt, FrankaKinematics().fk(READY_Q), q=READY_Q)
+    robot.run(0.2)
+    assert rt.enable() == ""
+    outs = []
+    for _ in range(300):
+        out = robot.run(DT)[0]
+        if out.joint_command is not None:
+            robot.q = out.joint_command.positions[0]
+        outs.append(out)
+    assert (outs[-1].diagnostics.counters.get("joint/acc_over_limit", 0) > 0) == over
+    cmds = [o.joint_command for o in outs if o.joint_command is not None]
+    if not over:
+        assert np.max(jtc_accelerations(cmds)) < describe("fr3").limits.qdd_max.max()
 
 
 def test_targets_outside_the_workspace_are_clipped_and_counted():
@@ -677,8 +794,9 @@ def test_joint_trajectories_stay_in_joint_limits_and_continue_each_other(seed, l
     check_limits([o.preview for o in outs[20:] if o.preview is not None], cfg)
     assert_joint_stream_matches_preview(outs, kin)
     # consecutive messages continue each other in position AND velocity: the cubic JTC executes between them has
-    # no spike (a stale hold or a jump reads as hundreds of rad/s^2; the Cartesian limits map to <= ~30 here)
-    assert np.max(jtc_accelerations(cmds[1:])) < 4 * lim.qdd_max.max()
+    # no spike. A stale hold or a jump reads as hundreds of rad/s^2 (seed 13 used to give 290); smooth Cartesian
+    # paths through the wrist-singular region reach ~50 (the Cartesian limits do not bound joint accelerations)
+    assert np.max(jtc_accelerations(cmds[1:])) < 10 * lim.qdd_max.max()
 
 
 def test_reset_episode_restarts_at_the_measured_pose_on_a_new_clock():

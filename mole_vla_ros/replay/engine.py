@@ -5,10 +5,10 @@
 What runs is what the live node runs: the same parameters file (`ros.params.load_settings`), the same policy loader
 (`ros.policy_source.load_policy`), the same `PolicyRuntime` (inline executor: inference runs synchronously and its
 result is released after `scheduling.simulated_latency_s` of bag time, so two replays with one seed are identical),
-the same message conversions and the same `OutputBuilder` (through `NodeIO`). Only the shell differs: instead of
-rclpy timers and subscriptions, messages are handed over in log-time order and the node's three timers (control at
-`trajectory.command_rate_hz`, diagnostics, visualization) fire on bag time, the clock a node sees under
-`ros2 bag play --clock` with `use_sim_time`.
+the same message conversions and the same `OutputBuilder`, all through `ros.node_io.NodeIO`, the very object the
+node's callbacks and timers call. Only the shell differs: instead of rclpy timers and subscriptions, messages are
+handed over in log-time order and the node's three timers (control at `trajectory.command_rate_hz`, diagnostics,
+visualization) fire on bag time, the clock a node sees under `ros2 bag play --clock` with `use_sim_time`.
 
 Differences from the live node, on purpose:
 - the runtime is enabled as soon as it allows (an operator calling `~/enable` at the first possible moment) and
@@ -34,11 +34,11 @@ from mole_vla_ros.interfaces import Policy, PolicyInput, PolicyOutput
 from mole_vla_ros.replay.bag import InputBag
 from mole_vla_ros.replay.errors import ImageEncodingError, MissingTopicsError, ReplayError
 from mole_vla_ros.replay.metrics import RecordedMotion
-from mole_vla_ros.replay.node_io import NodeIO
 from mole_vla_ros.replay.topics import InputPlan, OutputTopics, output_topics, plan_inputs
 from mole_vla_ros.replay.writer import OutputBag
 from mole_vla_ros.robot.franka import Topics
 from mole_vla_ros.ros import conversions as conv
+from mole_vla_ros.ros.node_io import NodeIO
 from mole_vla_ros.ros.params import NodeSettings, load_settings, settings_from_flat
 from mole_vla_ros.runtime.commands import ChunkPrediction, Diagnostics, GripperCommand
 
@@ -495,12 +495,13 @@ class _Loop:
         if tick.gripper_goal is not None:
             kind, goal = tick.gripper_goal
             self.gripper_commands.append(step.gripper_command)
-            if f"gripper/{kind}" in self.names.topics:
+            if f"gripper/{kind}" in self.names.topics:  # the bag stands in for the franka_gripper action server
                 self._emit(f"gripper/{kind}", goal, now)
+                self.io.gripper_event(f"sent/{kind}")
         if self.opts.enable and self.enabled_at is None and now >= self._next_enable_try and self._can_enable():
             # like an operator calling ~/enable once the robot's state is there; a refusal (e.g. no robot mode yet
             # with safety.require_robot_mode) is retried once per second of bag time, as an operator would
-            refusal = self.runtime.enable()
+            refusal = self.io.enable()
             if refusal:
                 self._next_enable_try = now + 1.0
                 self.enable_refusals.append(f"{now - self.bag.start_ns * 1e-9:.2f} s: {refusal}")

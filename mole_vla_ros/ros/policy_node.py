@@ -26,22 +26,20 @@ Wiring (names relative to the node's namespace; `~/` = /<ns>/mole_vla_policy/):
 
 Nothing moves before `~/enable` is called, and nothing is ever commanded in dry run: the command publishers are not
 even created. Model loading and warm-up finish before any subscription exists, so the first observation meets a
-ready policy. Callbacks only convert messages and hand them to the core; the control timer hands the core's
-outputs to publishers. One single-threaded executor runs everything, so the core is never called concurrently;
-inference itself runs on the core's own worker thread.
+ready policy. All message handling (conversions in, the core's outputs out, input-error counting, gripper goals,
+the robot-state decimation) is `ros.node_io.NodeIO`, the same object offline replay drives on bag time; this module
+only wires it to rclpy and publishes what it returns, on the node clock (sim time under use_sim_time). One
+single-threaded executor runs everything, so the core is never called concurrently; inference itself runs on the
+core's own worker thread.
 """
 
 from __future__ import annotations
 
 import array
+import functools
 import time
-from collections import Counter
 from typing import Any
 
-import numpy as np
-
-from mole_vla_ros.robot.franka import describe
-from mole_vla_ros.ros import conversions as conv
 from mole_vla_ros.ros.params import NODE_NAME, NodeSettings, parameter_specs, settings_from_flat
 
 OUTPUT_TOPICS: dict[str, str] = {
@@ -132,6 +130,7 @@ class PolicyNodeShell:
     ):
         from rclpy.action import ActionClient  # noqa: F401  (fail early, before the model loads, if rclpy is broken)
 
+        from mole_vla_ros.ros.node_io import NodeIO
         from mole_vla_ros.ros.outputs import OutputBuilder
         from mole_vla_ros.runtime.node_core import PolicyRuntime
 
@@ -144,11 +143,6 @@ class PolicyNodeShell:
             factory = RclpyMessages()
         self.factory = factory
         cfg, ncfg = settings.runtime, settings.node
-        self.robot = describe(cfg.frames.robot_type)
-        self.wall_clock = time.monotonic  # decimation of 1 kHz inputs (replaceable in tests)
-        self.input_errors: Counter[str] = Counter()
-        self.gripper_events: Counter[str] = Counter()
-        self._last_diagnostics = None
 
         # 1. model + core, warmed up before any input is subscribed
         if policy is None:
@@ -160,8 +154,6 @@ class PolicyNodeShell:
         t0 = time.perf_counter()
         self.runtime.warmup()
         self.log.info(f"policy warmed up in {time.perf_counter() - t0:.1f} s")
-        if cfg.instruction:
-            self.runtime.set_instruction(cfg.instruction)
         self.outputs = OutputBuilder(
             self.factory,
             ncfg.markers,
@@ -169,6 +161,10 @@ class PolicyNodeShell:
             node_name=node.get_fully_qualified_name(),
             hardware_id=cfg.frames.robot_type,
         )
+        # all message handling (shared with offline replay); this class only wires it to rclpy
+        self.io = NodeIO(settings, self.runtime, self.outputs, log=self.log)
+        if cfg.instruction:
+            self.io.set_instruction(cfg.instruction)
 
         self._create_publishers()
         self._create_gripper_clients()
@@ -233,17 +229,17 @@ class PolicyNodeShell:
             topic = f"{topic}/compressed" if compressed else topic
             self.subs.append(
                 self.node.create_subscription(
-                    image_type, topic, self._camera_callback(name, compressed), profile("camera")
+                    image_type, topic, functools.partial(self._on_camera, name, compressed), profile("camera")
                 )
             )
         joint_state = msg("sensor_msgs/msg/JointState")
         self.subs.append(
-            self.node.create_subscription(joint_state, topics.joint_states, self._on_joint_state, profile("state"))
+            self.node.create_subscription(joint_state, topics.joint_states, self.io.on_joint_state, profile("state"))
         )
         if topics.gripper_state:
             self.subs.append(
                 self.node.create_subscription(
-                    joint_state, topics.gripper_state, self._on_gripper_state, profile("state")
+                    joint_state, topics.gripper_state, self.io.on_gripper_state, profile("state")
                 )
             )
         self.tf_buffer = None
@@ -285,12 +281,9 @@ class PolicyNodeShell:
                     ) from None
                 self.log.warn("franka_msgs is not installed: robot-mode interlock inactive (topics.robot_state)")
             else:
-                # 1 kHz of a ~3 kB message: decoding each one in Python would cost a large share of a core on the
-                # robot PC (libfranka then misses its 1 ms deadlines). Take the bytes raw and decode at most
-                # robot_state_rate_hz of them; a blocking robot mode lasts far longer than that period.
+                # 1 kHz of a ~3 kB message: take the bytes raw and decode only those NodeIO.robot_state_due lets
+                # through (robot_state_rate_hz per second of node time), else libfranka misses its 1 ms deadlines
                 self._robot_state_cls = FrankaRobotState
-                self._robot_state_period = 1.0 / self.settings.node.robot_state_rate_hz
-                self._robot_state_last = -float("inf")
                 self.subs.append(
                     self.node.create_subscription(
                         FrankaRobotState, topics.robot_state, self._on_robot_state_raw, profile("state"), raw=True
@@ -298,7 +291,7 @@ class PolicyNodeShell:
                 )
         self.subs.append(
             self.node.create_subscription(
-                msg("std_msgs/msg/String"), topics.instruction, self._on_instruction, profile("instruction")
+                msg("std_msgs/msg/String"), topics.instruction, self.io.on_instruction, profile("instruction")
             )
         )
 
@@ -323,52 +316,12 @@ class PolicyNodeShell:
         """Node clock in seconds (ROS time: follows /clock with use_sim_time)."""
         return self.node.get_clock().now().nanoseconds * 1e-9
 
-    def _reject_input(self, what: str, exc: Exception) -> None:
-        self.input_errors[what] += 1
-        self.log.error(f"{what}: {exc}", throttle_duration_sec=5.0)
-
-    def _camera_callback(self, name: str, compressed: bool):
-        convert = conv.compressed_to_frame if compressed else conv.image_to_frame
-        what = f"camera/{name}"
-
-        def callback(msg: Any) -> None:
-            try:
-                self.runtime.on_camera(convert(msg, name))
-            except ValueError as exc:
-                self._reject_input(what, exc)
-
-        return callback
-
-    def _on_joint_state(self, msg: Any) -> None:
-        try:
-            self.runtime.on_joint_state(conv.joint_state_to_sample(msg, self.robot.arm_joint_names))
-            if not self.settings.node.topics.gripper_state:
-                gripper = conv.joint_state_to_gripper(msg, self.robot.finger_joint_names)
-                if gripper is not None:
-                    self.runtime.on_gripper(gripper)
-        except ValueError as exc:
-            self._reject_input("joint_states", exc)
-
-    def _on_gripper_state(self, msg: Any) -> None:
-        try:
-            gripper = conv.joint_state_to_gripper(msg, self.robot.finger_joint_names)
-            if gripper is None:
-                raise ValueError(
-                    f"gripper JointState lacks {list(self.robot.finger_joint_names)}; it has {list(msg.name)}"
-                )
-            self.runtime.on_gripper(gripper)
-        except ValueError as exc:
-            self._reject_input("gripper_state", exc)
+    def _on_camera(self, name: str, compressed: bool, msg: Any) -> None:
+        self.io.on_camera(name, msg, compressed)
 
     def _on_ee_pose(self, msg: Any) -> None:
-        try:
-            sample = conv.pose_stamped_to_sample(msg, child_frame_id=self.settings.runtime.frames.ee_frame)
-            self._check_frame(sample.frame_id, "ee_pose")
-            self.runtime.on_ee_pose(sample)
-        except ValueError as exc:
-            self._reject_input("ee_pose", exc)
-            return
-        if self.tf_check == "pending":
+        sample = self.io.on_ee_pose(msg)
+        if sample is not None and self.tf_check == "pending":
             self._check_pose_against_tf(sample)
 
     def _check_pose_against_tf(self, sample: Any) -> None:
@@ -384,18 +337,7 @@ class PolicyNodeShell:
                 self.tf_check = f"no TF {frames.base_frame} -> {frames.ee_frame}"
                 self.log.warn(f"EE pose not cross-checked: {self.tf_check}")
             return
-        dist, angle = conv.pose_difference(sample.pose, conv.transform_to_sample(tf).pose)
-        tol_m, tol_rad = self.settings.node.tf_check_tolerance
-        if dist > tol_m or angle > tol_rad:
-            self.tf_check = f"MISMATCH {dist * 100:.1f} cm / {np.degrees(angle):.1f} deg"
-            self.log.error(
-                f"the EE pose topic differs from TF {frames.base_frame} -> {frames.ee_frame} by {dist * 100:.1f} cm "
-                f"and {np.degrees(angle):.1f} deg: frames.ee_frame probably names another link than the pose topic "
-                "(flange vs hand TCP?) or the base frames differ; predictions would be offset by that much"
-            )
-        else:
-            self.tf_check = "ok"
-            self.log.info(f"EE pose topic agrees with TF within {dist * 1000:.1f} mm / {np.degrees(angle):.2f} deg")
+        self.tf_check = self.io.check_pose_against_tf(sample, tf)
 
     def _on_tf_tick(self) -> None:
         from rclpy.time import Time
@@ -404,70 +346,40 @@ class PolicyNodeShell:
         try:
             tf = self.tf_buffer.lookup_transform(frames.base_frame, frames.ee_frame, Time())
         except Exception as exc:  # tf2 raises LookupException / ExtrapolationException / ConnectivityException
-            self._reject_input("tf", ValueError(f"no transform {frames.base_frame} -> {frames.ee_frame}: {exc}"))
+            self.io.reject("tf", ValueError(f"no transform {frames.base_frame} -> {frames.ee_frame}: {exc}"))
             return
-        try:
-            self.runtime.on_ee_pose(conv.transform_to_sample(tf))
-        except ValueError as exc:
-            self._reject_input("tf", exc)
-
-    def _check_frame(self, frame_id: str, what: str) -> None:
-        base = self.settings.runtime.frames.base_frame
-        if frame_id and frame_id != base:
-            raise ValueError(
-                f"{what} is expressed in frame {frame_id!r} but frames.base_frame is {base!r}; set frames.base_frame "
-                "or publish the pose in the base frame"
-            )
+        self.io.on_transform(tf)
 
     def _on_robot_state_raw(self, data: bytes) -> None:
-        t = self.wall_clock()
-        if t - self._robot_state_last < self._robot_state_period:
+        if not self.io.robot_state_due(self.now()):  # node (ROS) time: sim time under use_sim_time, as in replay
             return
-        self._robot_state_last = t
         from rclpy.serialization import deserialize_message
 
-        self._on_robot_state(deserialize_message(data, self._robot_state_cls))
-
-    def _on_robot_state(self, msg: Any) -> None:
-        self.runtime.on_robot_mode(conv.robot_mode_name(msg))
-
-    def _on_instruction(self, msg: Any) -> None:
-        try:
-            text = conv.instruction_from_msg(msg)
-        except ValueError as exc:
-            self._reject_input("instruction", exc)
-            return
-        self.runtime.set_instruction(text)
-        self.log.info(f"instruction: {text!r}")
+        self.io.on_robot_state(deserialize_message(data, self._robot_state_cls))
 
     # -- outputs ---------------------------------------------------------------------------------------------------
     def _on_control_tick(self) -> None:
         now = self.now()
         if now <= 0.0:
             return  # use_sim_time before the first /clock message: no time base yet
-        step = self.runtime.step(now)
-        self._last_diagnostics = step.diagnostics
-        for key, message in self.outputs.commands(step).items():
+        tick = self.io.control_tick(now)
+        for key, message in tick.messages.items():
             publisher = self.pub.get(key)
             if publisher is not None:  # no command publisher exists in dry run
                 publisher.publish(message)
-        if step.gripper_command is not None:
-            self._send_gripper(step.gripper_command)
-        if step.chunk is not None:
-            for key, message in self.outputs.chunk(step.chunk).items():
-                self.pub[key].publish(message)
+        if tick.gripper_goal is not None:
+            self._send_gripper(*tick.gripper_goal)
 
-    def _send_gripper(self, command: Any) -> None:
-        kind, goal = self.outputs.gripper_goal(command)
+    def _send_gripper(self, kind: str, goal: Any) -> None:
         client = self.gripper_clients.get(kind)
         if client is None:
-            self.gripper_events["no_client"] += 1
+            self.io.gripper_event("no_client")
             return
         if not client.server_is_ready():
-            self.gripper_events["server_unavailable"] += 1
+            self.io.gripper_event("server_unavailable")
             self.log.warn(f"gripper action server {kind} is not available; command dropped", throttle_duration_sec=5.0)
             return
-        self.gripper_events[f"sent/{kind}"] += 1
+        self.io.gripper_event(f"sent/{kind}")
         future = client.send_goal_async(goal)  # never block the control timer on the (slow, blocking) hand
         future.add_done_callback(lambda f, k=kind: self._on_gripper_goal_response(k, f))
 
@@ -475,37 +387,29 @@ class PolicyNodeShell:
         try:
             handle = future.result()
         except Exception as exc:  # the goal request itself failed (server gone mid-call)
-            self.gripper_events[f"failed/{kind}"] += 1
+            self.io.gripper_event(f"failed/{kind}")
             self.log.warn(f"gripper {kind} goal could not be sent: {exc}")
             return
         if handle is None or not handle.accepted:
-            self.gripper_events[f"rejected/{kind}"] += 1
+            self.io.gripper_event(f"rejected/{kind}")
             self.log.warn(f"gripper {kind} goal was rejected")
 
     def _on_diagnostics_tick(self) -> None:
-        if self._last_diagnostics is None:
-            return
-        extra = {"tf_check": self.tf_check}
-        extra.update({f"input_errors.{k}": v for k, v in self.input_errors.items()})
-        extra.update({f"gripper.{k}": v for k, v in self.gripper_events.items()})
-        self.pub["diagnostics"].publish(self.outputs.diagnostics(self._last_diagnostics, extra))
+        msg = self.io.diagnostics_tick({"tf_check": self.tf_check})
+        if msg is not None:
+            self.pub["diagnostics"].publish(msg)
 
     def _on_visualization_tick(self) -> None:
-        markers = self.outputs.markers(self.now())
+        markers = self.io.visualization_tick(self.now())
         if markers is not None:
             self.pub["markers"].publish(markers)
 
     # -- services and parameters -----------------------------------------------------------------------------------
     def _on_enable(self, request: Any, response: Any) -> Any:
         if request.data:
-            try:
-                refusal = self.runtime.enable()
-            except (RuntimeError, ValueError) as exc:
-                refusal = str(exc)
-            if isinstance(refusal, str) and refusal:
+            refusal = self.io.enable()
+            if refusal:
                 response.success, response.message = False, f"not enabled: {refusal}"
-            elif refusal is False:
-                response.success, response.message = False, "not enabled (see /diagnostics for the reason)"
             else:
                 response.success = True
                 response.message = (
@@ -514,16 +418,14 @@ class PolicyNodeShell:
                     else "enabled: commanding the robot"
                 )
         else:
-            self.runtime.disable("operator request (~/enable false)")
+            self.io.disable("operator request (~/enable false)")
             response.success, response.message = True, "disabled: holding the last commanded pose"
         self.log.info(response.message)
         return response
 
     def _on_reset(self, request: Any, response: Any) -> Any:
-        self.runtime.reset_episode()
-        self.outputs.clear()
+        self.io.reset_episode()
         response.success, response.message = True, "episode reset"
-        self.log.info("episode reset")
         return response
 
     def _on_set_parameters(self, params: list) -> Any:
@@ -549,20 +451,15 @@ class PolicyNodeShell:
                     )
         for p in params:
             if p.name == "instruction":
-                self.runtime.set_instruction(p.value.strip())
-                self.log.info(f"instruction: {p.value.strip()!r}")
+                self.io.set_instruction(p.value.strip())
             elif p.name == "policy.active_layers":
-                self._set_active_layers(p.value)
+                self.io.set_active_layers(p.value)
         return SetParametersResult(successful=True)
-
-    def _set_active_layers(self, k: int) -> None:
-        self.runtime.set_active_layers(k or None)  # 0 = the checkpoint's default k
-        self.log.info(f"active layers: {k or 'checkpoint default'}")
 
     def shutdown(self) -> None:
         """Stop actuating and the core's worker thread."""
         try:
-            self.runtime.disable("node shutting down")
+            self.io.disable("node shutting down")
         finally:
             close = getattr(self.runtime, "close", None)
             if close is not None:

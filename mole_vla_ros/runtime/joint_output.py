@@ -296,7 +296,29 @@ class JointTrajectoryPlanner:
         qs = np.array([p[1] for p in plan.points])
         qds = np.array([p[2] for p in plan.points])
         self._points = (stamps, qs, qds)
+        self._check_acceleration(stamps, qs, qds)
         return self._message(now, stamps, qs, qds)
+
+    def _check_acceleration(self, stamps: np.ndarray, qs: np.ndarray, qds: np.ndarray) -> None:
+        """Count a message whose first cubic (the one JTC executes before the next message) needs more joint
+        acceleration than the hardware allows: the Cartesian limits do not bound joint accelerations (near the
+        wrist singularity they map to several times qdd_max), and libfranka would abort with a reflex."""
+        h = stamps[1] - stamps[0]
+        dp = qs[1] - qs[0]
+        a0 = (6.0 * dp - h * (4.0 * qds[0] + 2.0 * qds[1])) / (h * h)
+        a1 = (-6.0 * dp + h * (2.0 * qds[0] + 4.0 * qds[1])) / (h * h)
+        excess = np.maximum(np.abs(a0), np.abs(a1)) / self.limits.qdd_max
+        if np.max(excess) > 1.0:
+            self.counters["joint/acc_over_limit"] += 1
+            if self.counters["joint/acc_over_limit"] == 1:
+                j = int(np.argmax(excess))
+                log.warning(
+                    "joint %d needs %.1f rad/s^2 (limit %.1f) to follow the Cartesian trajectory; lower "
+                    "trajectory.max_rot_acc / max_lin_acc or keep the arm away from singular configurations",
+                    j + 1,
+                    excess[j] * self.limits.qdd_max[j],
+                    self.limits.qdd_max[j],
+                )
 
     def brake(self, now: float, tracker: CartesianTracker) -> JointTrajectoryCommand:
         """Stop in joint space from the committed state at the tracker's current sample (see JointBrake).
@@ -346,11 +368,6 @@ class JointTrajectoryPlanner:
             t = np.array([now + self.point_dt])
         states = [b.at(x) for x in t]
         return self._message(now, t, np.array([s[0] for s in states]), np.array([s[1] for s in states]))
-
-    def hold(self, now: float, q_hold: np.ndarray) -> JointTrajectoryCommand:
-        """A one-point message that holds `q_hold` at rest (only valid when the arm is at rest there)."""
-        q = np.asarray(q_hold, dtype=np.float64)[None]
-        return self._message(now, np.array([now + self.point_dt]), q, np.zeros((1, 7)))
 
     # -- helpers -----------------------------------------------------------------------------------------------------
     def _message(self, now: float, stamps: np.ndarray, qs: np.ndarray, qds: np.ndarray) -> JointTrajectoryCommand:

@@ -13,9 +13,16 @@ A shell feeds stamped inputs and calls `step(now)` at the command rate; everythi
          request time + measured or simulated latency, so replays are deterministic)
       3. watchdog: no fresh observation for safety.watchdog_timeout_s -> hold
       4. advance the CartesianTracker sample by sample to `now` (limits, continuity, workspace), check every sample
-         (SafetyMonitor), IK to a JointTrajectory in joint_trajectory mode
+         (SafetyMonitor), IK to a JointTrajectory in joint_trajectory mode (each message continues the last one;
+         the tracker replays what it committed, see runtime/joint_output.py)
       5. gripper: each newly active action's value through hysteresis + debounce
-      6. return StepOutput: commands only when enabled and not dry run, previews always, diagnostics.
+      6. return StepOutput: commands only when enabled and not dry run (or while a disable brakes to rest),
+         previews always, diagnostics.
+
+Continuity: the commanded pose / joint stream never jumps and never stops instantly while the arm moves. Faults
+brake along the trajectory (hold); disable() / dry run while moving brake to rest before commands stop ("stopping");
+reset_episode() while moving brakes instead of restarting. Restarting at the measured state at rest (enable,
+reset_episode, leaving dry run) assumes the arm is at rest then: the runtime stopped it before commands ended.
 
 Usage (what every shell does):
 
@@ -190,6 +197,9 @@ class PolicyRuntime:
         self._obs_status = "no observation yet"
         self._hold_since = -np.inf
         self._was_actuating = False
+        # disabled (or switched to dry run) while the commanded trajectory was moving: commands go on, braking to
+        # rest, and stop once it is at rest (a command stream that freezes mid-motion is a discontinuity reflex)
+        self._stopping = False
         self.joints = (
             JointTrajectoryPlanner(self.kinematics, self.description, tr, config.ik, self.command_dt)
             if config.output_mode == "joint_trajectory"
@@ -243,9 +253,13 @@ class PolicyRuntime:
         self.active_layers = n
 
     def set_dry_run(self, dry_run: bool) -> None:
-        """Switch dry run at runtime; leaving dry run while enabled restarts the trajectory at the measured pose."""
+        """Switch dry run at runtime; leaving dry run while enabled restarts the trajectory at the measured pose,
+        entering it while the arm moves brakes to rest first (like disable())."""
         with self._lock:
+            moving = self.safety.actuating and self._commanded_moving()
             self.safety.dry_run = bool(dry_run)
+            if moving and not self.safety.actuating:
+                self._begin_stop("dry run")
         log.info("dry_run=%s", self.safety.dry_run)
 
     def enable(self) -> str:
@@ -263,20 +277,57 @@ class PolicyRuntime:
             return "output_mode joint_trajectory needs joint states before enabling; none received yet"
         return self.safety.try_enable(None if last is None else last[1].position)
 
-    def disable(self, reason: str = "operator") -> None:
-        """Stop actuating now (commands stop with this step; enable() re-arms)."""
+    def disable(self, reason: str = "operator", brake: bool = True) -> None:
+        """Stop actuating; enable() re-arms.
+
+        When the commanded trajectory is moving, the runtime first brakes it to rest within the trajectory limits
+        (diagnostics state "stopping"; pose / joint commands go on until then, at most max_vel / max_acc, ~0.2 s
+        with the defaults) and only then stops commanding: a command stream that freezes mid-motion makes
+        libfranka abort with a discontinuity reflex. brake=False stops the commands with this step (the robot side
+        has already stopped). The robot-mode interlock (REFLEX, USER_STOPPED, ...) always stops at once.
+        """
         with self._lock:
+            moving = self.safety.actuating and self._commanded_moving()
             self.safety.disable(reason)
-            # re-enabling must start actuation afresh (tracker from the measured pose, gripper re-read), even when
-            # no step ran in between
-            self._was_actuating = False
+            if brake and moving:
+                self._begin_stop(reason)
+            else:
+                self._end_stop()
+
+    def _begin_stop(self, reason: str) -> None:
+        self._stopping = True
+        self.scheduler.clear()
+        self.counters["stops/braked"] += 1
+        log.info("%s while moving: braking to rest before commands stop", reason)
+
+    def _end_stop(self) -> None:
+        self._stopping = False
+        # re-enabling must start actuation afresh (tracker from the measured pose, gripper re-read), even when
+        # no step ran in between
+        self._was_actuating = False
+
+    def _commanded_moving(self) -> bool:
+        """True while the commanded trajectory (Cartesian, or the last JointTrajectory) is not at rest."""
+        st = self.tracker.state
+        if st is None:
+            return False
+        if st.moving:
+            return True
+        jt = self.joints
+        return jt is not None and (jt.braking(st.stamp) or (jt.last is not None and bool(np.any(jt.last.velocities))))
 
     def reset_episode(self) -> None:
-        """Forget the plan, the pending inference and all buffered observations (between episodes)."""
+        """Forget the plan, the pending inference and all buffered observations (between episodes).
+
+        The next actuation restarts at the measured state at rest, except while enabled with the arm moving: then
+        the commanded trajectory brakes to rest and the new episode continues from it (no velocity jump)."""
         with self._lock:
             self._reset_episode()
 
     def _reset_episode(self) -> None:
+        # only while still enabled: after disable() the caller may have moved the arm (a simulator reset), so a
+        # stop in progress ends here and the next enable() restarts at the measured state
+        moving = self.safety.actuating and self._commanded_moving()
         self.scheduler.clear()
         self._pending = None
         self.sync.clear()
@@ -285,6 +336,13 @@ class PolicyRuntime:
         self._last_fresh_obs = -np.inf
         self._gripper_key = None
         self.safety.release_hold()
+        if moving:
+            # the arm is moving under our commands: restarting at the measured pose at rest would be a velocity
+            # jump. The commanded trajectory brakes to rest instead (no plan) and the new episode continues from it
+            self.counters["reset/while_moving"] += 1
+            log.warning("reset_episode while the arm moves: braking along the commanded trajectory, no restart")
+            return
+        self._stopping = False
         # the next step starts over at the measured pose (the episode reset may have moved the arm) exactly as if
         # actuation had just begun: plan cleared, tracker at rest, gripper state re-read
         self.tracker.state = None
@@ -412,7 +470,7 @@ class PolicyRuntime:
         obs = p.obs
         pos, quat, grip = self.action_space.decode_arrays(obs.ee_pose.position, obs.ee_pose.quaternion, actions)
         pos = self.safety.clip_targets(pos)
-        if not self.safety.actuating and self.tracker.state is not None:
+        if not self.safety.actuating and not self._stopping and self.tracker.state is not None:
             # shadow mode (dry run / not enabled): preview what would be commanded from where the robot IS, not
             # from a preview that drifted away from a robot that did not follow it
             self._restart_tracker(obs.ee_pose, self.tracker.state.stamp)
@@ -491,9 +549,13 @@ class PolicyRuntime:
         self._maybe_request(now, obs)
 
         actuating = self.safety.actuating
+        if actuating:
+            self._stopping = False  # re-armed during a stop: it simply goes on from the commanded state
+        elif self._stopping and self.safety.robot_mode in self.safety.config.interlock_modes:
+            self._end_stop()  # the robot stopped by itself (reflex, user stop): it takes no commands now
         if actuating and not self._was_actuating:
             self._start_actuation(now)
-        self._was_actuating = actuating
+        self._was_actuating = actuating or self._stopping
         if self.safety.enabled and now - self._last_fresh_obs > self.config.safety.watchdog_timeout_s:
             if self.safety.hold_reason != "watchdog":
                 self._fault("watchdog", f"no fresh observation since {self._last_fresh_obs:.3f} ({why})")
@@ -512,7 +574,10 @@ class PolicyRuntime:
         grip_cmd = self._gripper_step(now)
 
         self._record_latency("step", (time.perf_counter() - t0) * 1e3)
-        act = self.safety.actuating
+        act = self.safety.actuating or self._stopping
+        if self._stopping and not self._commanded_moving():
+            log.info("at rest after %s: commands stop", self.safety.disable_reason or "dry run")
+            self._end_stop()
         return StepOutput(
             stamp=now,
             pose_command=pose_cmd if act and self.config.output_mode == "pose" else None,
@@ -576,10 +641,10 @@ class PolicyRuntime:
 
     def _plan_key(self) -> tuple:
         """Identifies everything the tracker's future depends on; cached futures/IK are valid for one key only."""
-        return (self.scheduler.version, bool(self.safety.hold_reason), self.tracker.resets)
+        return (self.scheduler.version, bool(self.safety.hold_reason or self._stopping), self.tracker.resets)
 
     def _reference_fn(self):
-        if self.safety.hold_reason:
+        if self.safety.hold_reason or self._stopping:
             return lambda t: None
         return self.scheduler.reference
 
@@ -684,6 +749,8 @@ class PolicyRuntime:
         s = self.safety
         if not self.ready:
             return "warming_up"
+        if self._stopping:
+            return "stopping"
         if not s.enabled:
             return "disabled" if s.disable_reason and s.disable_reason != "not enabled yet" else "idle"
         if s.hold_reason:
