@@ -113,3 +113,22 @@ class Policy(Protocol):
     image_size: int
 
     def infer(self, inp: PolicyInput) -> PolicyOutput: ...
+
+
+# The attributes of the `Policy` contract besides `infer`, in declaration order.
+POLICY_ATTRIBUTES: tuple[str, ...] = ("camera_names", "chunk_size", "action_space", "control_dt", "image_size")
+
+
+def copy_policy_attributes(source: object, target: object) -> None:
+    """Set the `Policy` attributes on `target` from `source`: a policy being wrapped, or a model config that names
+    them the same way. `camera_names` becomes a tuple; the others are copied as they are. A `source` that lacks any
+    of them raises a TypeError naming the missing ones."""
+    missing = [name for name in POLICY_ATTRIBUTES if not hasattr(source, name)]
+    if missing:
+        raise TypeError(
+            f"{type(source).__name__} lacks the Policy attribute(s) {missing}; a policy (or the config it is built "
+            f"from) needs all of {list(POLICY_ATTRIBUTES)}, see mole_vla_ros.interfaces.Policy"
+        )
+    for name in POLICY_ATTRIBUTES:
+        value = getattr(source, name)
+        setattr(target, name, tuple(value) if name == "camera_names" else value)

@@ -77,6 +77,26 @@ def test_typestore_knows_franka_and_action_types():
     assert back.width == 0.02 and back.force == 40.0 and back.epsilon.inner == 0.0
     with pytest.raises(ValueError, match="has no field"):
         default_message("franka_msgs/action/Move_Goal", widht=0.01)
+    with pytest.raises(ValueError, match=r"Did you mean \['franka_msgs/msg/FrankaRobotState'\]"):
+        default_message("FrankaRobotState")
+
+
+def test_default_message_fills_and_coerces_like_the_replay_message_factory():
+    from mole_vla_ros.ros.messages import RosbagsMessages
+
+    ts = get_typestore()
+    # a list for a float64[] field becomes the numpy array rosbags serializes (a plain list would not serialize)
+    js = default_message(JS, name=["fr3_joint1", "fr3_joint2"], position=[0.5, 1])
+    assert js.position.dtype == np.float64 and js.position.tolist() == [0.5, 1.0] and js.velocity.shape == (0,)
+    back = ts.deserialize_cdr(ts.serialize_cdr(js, JS), JS)
+    assert back.name == ["fr3_joint1", "fr3_joint2"] and back.position.tolist() == [0.5, 1.0]
+    state = default_message("franka_msgs/msg/FrankaRobotState", robot_mode=2)
+    same = RosbagsMessages(ts).make("franka_msgs/msg/FrankaRobotState", robot_mode=2)
+    assert (
+        ts.serialize_cdr(state, "franka_msgs/msg/FrankaRobotState").tobytes()
+        == ts.serialize_cdr(same, "franka_msgs/msg/FrankaRobotState").tobytes()
+    )
+    assert state.ddq_d.shape == (7,) and state.ddq_d.dtype == np.float64 and state.current_errors.joint_reflex is False
 
 
 @pytest.mark.parametrize("threaded", [False, True])

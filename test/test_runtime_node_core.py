@@ -233,7 +233,8 @@ def test_enable_disable_and_restart_at_the_measured_pose():
     assert np.all(np.abs(first.velocity[:3]) <= np.array(rt.config.trajectory.max_lin_acc) * DT + 1e-9)
 
 
-def test_disable_while_moving_brakes_to_rest_before_commands_stop():
+@pytest.mark.parametrize("how", ["disable", "dry_run"])
+def test_disable_while_moving_brakes_to_rest_before_commands_stop(how):
     policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
     rt = make_runtime(policy)
     robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
@@ -241,10 +242,15 @@ def test_disable_while_moving_brakes_to_rest_before_commands_stop():
     assert rt.enable() == ""
     before = robot.run(0.6)
     assert before[-1].pose_command.velocity[0] > 0.25  # cruising
-    rt.disable("operator")
+    if how == "disable":
+        rt.disable("operator")
+    else:
+        rt.set_dry_run(True)
     outs = robot.run(0.6)
     stopping = [o for o in outs if o.pose_command is not None]
-    assert stopping and outs[0].diagnostics.state == "stopping" and outs[-1].diagnostics.state == "disabled"
+    assert stopping and outs[0].diagnostics.state == "stopping"
+    assert outs[-1].diagnostics.state == ("disabled" if how == "disable" else "running")
+    assert outs[-1].diagnostics.dry_run == (how == "dry_run")
     assert all(o.pose_command is None for o in outs[len(stopping) :])  # then nothing
     assert len(stopping) <= round(0.3 / 1.5 / DT) + 2  # max_lin_vel / max_lin_acc
     # the stream never froze mid-motion: continuous and within the limits down to rest
@@ -281,6 +287,17 @@ def test_disable_without_braking_and_the_interlock_stop_at_once():
         else:
             rt.on_robot_mode("REFLEX")
         assert all(o.pose_command is None for o in robot.run(0.3))
+    # a reflex during a stop ends it at once too: the robot takes no commands in REFLEX
+    rt = make_runtime(ScriptedPolicy(line_to([0.7, 0.0, 0.4])))
+    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    robot.run(0.6)
+    rt.disable("operator")
+    assert robot.run(DT)[0].pose_command is not None  # braking
+    rt.on_robot_mode("REFLEX")
+    outs = robot.run(0.2)
+    assert all(o.pose_command is None for o in outs) and outs[-1].diagnostics.state == "disabled"
 
 
 def test_reset_episode_while_moving_brakes_along_the_commanded_trajectory():

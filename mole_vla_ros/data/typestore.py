@@ -179,52 +179,21 @@ def require_msgtype(msgtype: str) -> None:
         )
 
 
-_NUMPY_DTYPES = {
-    "bool": "bool",
-    "byte": "uint8",
-    "char": "uint8",
-    "int8": "int8",
-    "uint8": "uint8",
-    "int16": "int16",
-    "uint16": "uint16",
-    "int32": "int32",
-    "uint32": "uint32",
-    "int64": "int64",
-    "uint64": "uint64",
-    "float32": "float32",
-    "float64": "float64",
-}
-
-
-def _default_value(desc, store: Typestore):
-    import numpy as np
-    from rosbags.typesys.base import Nodetype
-
-    kind, detail = desc
-    if kind == Nodetype.BASE:
-        typ = detail[0]
-        return "" if typ == "string" else (False if typ == "bool" else (0.0 if typ.startswith("float") else 0))
-    if kind == Nodetype.NAME:
-        return default_message(detail, _store=store)
-    sub, length = detail
-    if sub[0] == Nodetype.BASE and sub[1][0] in _NUMPY_DTYPES:
-        # rosbags serializes primitive arrays/sequences from numpy arrays (fast path, exact dtype).
-        return np.zeros(length if kind == Nodetype.ARRAY else 0, dtype=_NUMPY_DTYPES[sub[1][0]])
-    return [_default_value(sub, store) for _ in range(length)] if kind == Nodetype.ARRAY else []
-
-
 def default_message(msgtype: str, _store: Typestore | None = None, **fields):
     """A message of `msgtype` with every field zero / empty (nested messages too), then `fields` applied on top.
 
     rosbags message classes have no defaults; this gives rclpy's `Msg()` behaviour, e.g.
     `default_message("franka_msgs/msg/FrankaRobotState", robot_mode=2)`. Unknown field names raise a ValueError.
+    Values are coerced as `ros.messages.RosbagsMessages.make` does it (the one implementation of ROS defaults):
+    lists for primitive arrays become numpy arrays of the field's dtype, so the message serializes as it is.
     """
-    store = _store or get_typestore()
     require_msgtype(msgtype)
-    _consts, fielddefs = store.fielddefs[msgtype]
-    names = [name for name, _ in fielddefs]
-    unknown = sorted(set(fields) - set(names))
-    if unknown:
-        raise ValueError(f"{msgtype} has no field(s) {unknown}; its fields are {names}")
-    values = {name: fields[name] if name in fields else _default_value(desc, store) for name, desc in fielddefs}
-    return store.types[msgtype](**values)
+    return _factory(_store or get_typestore()).make(msgtype, **fields)
+
+
+@functools.lru_cache(maxsize=4)
+def _factory(store: Typestore):
+    # imported here: ros.messages imports this module lazily too (ros.messages.default_typestore)
+    from mole_vla_ros.ros.messages import RosbagsMessages
+
+    return RosbagsMessages(store)

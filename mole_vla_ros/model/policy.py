@@ -19,7 +19,7 @@ import time
 import numpy as np
 import torch
 
-from ..interfaces import PolicyInput, PolicyOutput
+from ..interfaces import PolicyInput, PolicyOutput, copy_policy_attributes
 from .checkpoint import load_checkpoint
 from .configuration import SKIP_MODES
 from .modeling import MoLeVLA
@@ -44,11 +44,7 @@ class MoLeVLAPolicy:
             raise ValueError(f"normalizer has {normalizer.action_dim} dims, the model predicts {cfg.action_dim}.")
         self.model = model.eval()
         self.normalizer = normalizer
-        self.camera_names = tuple(cfg.camera_names)
-        self.chunk_size = cfg.chunk_size
-        self.action_space = cfg.action_space
-        self.control_dt = cfg.control_dt
-        self.image_size = cfg.image_size
+        copy_policy_attributes(cfg, self)  # camera_names, chunk_size, action_space, control_dt, image_size
         self.num_layers = cfg.num_layers
         self.active_layers = self._check_k(cfg.active_layers if active_layers is None else active_layers)
         self.skip_mode = skip_mode or cfg.skip_mode

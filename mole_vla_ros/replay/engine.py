@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from mole_vla_ros.interfaces import Policy, PolicyInput, PolicyOutput
+from mole_vla_ros.interfaces import Policy
 from mole_vla_ros.replay.bag import InputBag
 from mole_vla_ros.replay.errors import ImageEncodingError, MissingTopicsError, ReplayError
 from mole_vla_ros.replay.metrics import RecordedMotion
@@ -41,6 +41,7 @@ from mole_vla_ros.ros import conversions as conv
 from mole_vla_ros.ros.node_io import NodeIO
 from mole_vla_ros.ros.params import NodeSettings, load_settings, settings_from_flat
 from mole_vla_ros.runtime.commands import ChunkPrediction, Diagnostics, GripperCommand
+from mole_vla_ros.runtime.metered_policy import MeteredPolicy
 
 log = logging.getLogger(__name__)
 
@@ -80,29 +81,6 @@ class ReplayOptions:
         for name, topic in self.cameras.items():
             if not name or not topic:
                 raise ReplayError(f"--camera needs NAME=TOPIC with both parts non-empty, got {name!r}={topic!r}")
-
-
-class TimedPolicy:
-    """A Policy that measures the wall time of every `infer` call (the model's share of the replay time)."""
-
-    def __init__(self, policy: Policy):
-        self.policy = policy
-        self.camera_names = tuple(policy.camera_names)
-        self.chunk_size = policy.chunk_size
-        self.action_space = policy.action_space
-        self.control_dt = policy.control_dt
-        self.image_size = policy.image_size
-        self.durations_s: list[float] = []
-
-    def infer(self, inp: PolicyInput) -> PolicyOutput:
-        t0 = time.perf_counter()
-        try:
-            return self.policy.infer(inp)
-        finally:
-            self.durations_s.append(time.perf_counter() - t0)
-
-    def __getattr__(self, name: str) -> Any:  # num_layers, default_active_layers, ... of the wrapped policy
-        return getattr(self.policy, name)
 
 
 @dataclass
@@ -265,8 +243,8 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
             except (ValueError, FileNotFoundError) as exc:
                 raise ReplayError(f"cannot load the policy: {exc}") from None
         wall["load_policy"] = time.perf_counter() - t0
-        timed = TimedPolicy(policy)
-        settings = _adapt_cameras(settings, opts, bag, timed.camera_names, adaptations)
+        metered = MeteredPolicy(policy)
+        settings = _adapt_cameras(settings, opts, bag, metered.camera_names, adaptations)
         plan = plan_inputs(bag, settings, opts.namespace)
         adaptations.extend(plan.notes)
 
@@ -289,7 +267,7 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
             )
 
         try:
-            runtime = PolicyRuntime(settings.runtime, timed, executor="inline")
+            runtime = PolicyRuntime(settings.runtime, metered, executor="inline")
         except ValueError as exc:
             raise ReplayError(f"the runtime refuses these settings: {exc}") from None
         if opts.active_layers is not None:
@@ -297,7 +275,7 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
         t0 = time.perf_counter()
         runtime.warmup()
         warmup_s = time.perf_counter() - t0
-        timed.durations_s.clear()
+        metered.reset()
         runtime.set_instruction(instruction)
 
         factory = RosbagsMessages(bag.typestore)
@@ -316,7 +294,7 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
         if writer is not None:
             adaptations.extend(f"input topic {t} not copied ({why})" for t, why in writer.skipped.items())
         try:
-            state = _Loop(opts, settings, bag, plan, io, runtime, timed, writer, names, wall)
+            state = _Loop(opts, settings, bag, plan, io, runtime, metered, writer, names, wall)
             t0 = time.perf_counter()
             state.run()
             wall["loop"] = time.perf_counter() - t0
@@ -365,7 +343,7 @@ def run_replay(opts: ReplayOptions, policy: Policy | None = None) -> ReplayResul
             output_counts=dict(writer.counts) if writer is not None else dict(state.counts),
             input_errors=dict(io.input_errors),
             wall_s=dict(wall),
-            model_calls_s=list(timed.durations_s),
+            model_calls_s=[c.wall_s for c in metered.calls],
             stage_ms=state.stage_ms,
             warmup_s=warmup_s,
             start_s=bag.start_ns * 1e-9,
@@ -417,9 +395,10 @@ def _policy_info(policy: Any, settings: NodeSettings) -> dict[str, Any]:
 class _Loop:
     """The replay's shell: feeds messages in log-time order and fires the node's timers on bag time."""
 
-    def __init__(self, opts, settings, bag, plan, io, runtime, timed, writer, names, wall):
+    def __init__(self, opts, settings, bag, plan, io, runtime, metered, writer, names, wall):
         self.opts, self.settings, self.bag, self.plan = opts, settings, bag, plan
-        self.io, self.runtime, self.timed, self.writer, self.names, self.wall = io, runtime, timed, writer, names, wall
+        self.io, self.runtime, self.metered, self.writer = io, runtime, metered, writer
+        self.names, self.wall = names, wall
         self.counts: Counter[str] = Counter()
         self.chunks: list[ChunkPrediction] = []
         self.motion = RecordedMotion()
@@ -473,9 +452,9 @@ class _Loop:
 
     def _on_control(self, now: float) -> None:
         t0 = time.perf_counter()
-        n_model = len(self.timed.durations_s)
+        n_calls = len(self.metered.calls)
         tick = self.io.control_tick(now)
-        model_s = sum(self.timed.durations_s[n_model:])
+        model_s = sum(c.wall_s for c in self.metered.calls[n_calls:])
         runtime_s = tick.step_s - model_s
         self.wall["model"] += model_s
         self.wall["runtime"] += runtime_s

@@ -469,12 +469,11 @@ class PolicyNodeShell:
 def main(args: list[str] | None = None) -> int:
     """Entry point of `ros2 run mole_vla_ros mole_vla_policy`. Exit code 2 when parameters are invalid."""
     import rclpy
-    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.executors import SingleThreadedExecutor
 
-    rclpy.init(args=args)
-    node = rclpy.create_node(NODE_NAME)
-    shell = None
-    try:
+    from mole_vla_ros.ros.spin import ros_node
+
+    with ros_node(lambda: rclpy.create_node(NODE_NAME), args) as node:
         try:
             settings = declare_and_read_parameters(node)
         except ValueError as exc:
@@ -485,14 +484,10 @@ def main(args: list[str] | None = None) -> int:
         except (ValueError, RuntimeError, FileNotFoundError) as exc:
             node.get_logger().fatal(f"refusing to start: {exc}")
             return 2
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if shell is not None:
+        try:
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            executor.spin()
+        finally:  # before ros_node destroys the node
             shell.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown()
     return 0

@@ -71,23 +71,23 @@ def main(argv: list[str] | None = None) -> int:
     from rclpy.node import Node
     from std_msgs.msg import String
 
-    rclpy.init(args=[sys.argv[0], *ros_args])
-    node = Node("mole_vla_record_keys")
-    pub = node.create_publisher(String, f"{args.recorder}/command", 10)
+    from mole_vla_ros.ros.spin import ros_node
 
-    def on_status(msg) -> None:
-        try:
-            status = json.loads(msg.data)
-        except json.JSONDecodeError:
-            return
-        if status.get("message"):
-            print(f"\r[{status['state']}] {status['message']}", flush=True)
+    with ros_node(lambda: Node("mole_vla_record_keys"), [sys.argv[0], *ros_args]) as node:
+        pub = node.create_publisher(String, f"{args.recorder}/command", 10)
 
-    node.create_subscription(String, f"{args.recorder}/status", on_status, 10)
-    spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
-    spinner.start()
-    print(HELP, flush=True)
-    try:
+        def on_status(msg) -> None:
+            try:
+                status = json.loads(msg.data)
+            except json.JSONDecodeError:
+                return
+            if status.get("message"):
+                print(f"\r[{status['state']}] {status['message']}", flush=True)
+
+        node.create_subscription(String, f"{args.recorder}/status", on_status, 10)
+        spinner = threading.Thread(target=rclpy.spin, args=(node,), daemon=True)
+        spinner.start()
+        print(HELP, flush=True)
         with _raw_terminal():
             while True:
                 key = sys.stdin.read(1)
@@ -99,12 +99,6 @@ def main(argv: list[str] | None = None) -> int:
                         print(f"\rkey {key!r} is not bound\n{HELP}", flush=True)
                     continue
                 pub.publish(String(data=cmd))
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
     return 0
 
 

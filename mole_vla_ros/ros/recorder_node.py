@@ -142,24 +142,10 @@ def build_node(config_file: str | None = None, **overrides):
 
 
 def main(argv: list[str] | None = None) -> int:
-    import rclpy
+    from mole_vla_ros.ros.spin import spin_node
 
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    rclpy.init(args=argv if argv is not None else sys.argv)
-    node = core = None
-    try:
-        node, core = build_node()
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        if core is not None:
-            core.shutdown()
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
-    return 0
+    return spin_node(lambda: build_node()[0], argv, cleanup=lambda node: node.core.shutdown())
 
 
 if __name__ == "__main__":

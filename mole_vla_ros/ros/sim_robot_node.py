@@ -25,6 +25,7 @@ Subscribed / served:
 from __future__ import annotations
 
 import json
+import sys
 
 from mole_vla_ros.robot.franka import Topics
 
@@ -44,13 +45,14 @@ PARAMETERS: dict[str, tuple[object, str]] = {
 }
 
 
-def main(args=None) -> None:
-    import rclpy
+def main(args: list[str] | None = None) -> int:
+    """Entry point of `ros2 run mole_vla_ros mole_vla_sim_robot`; returns the exit code."""
     from rclpy.clock import Clock, ClockType
     from rclpy.node import Node
 
     from mole_vla_ros.ros.messages import RclpyMessages
     from mole_vla_ros.ros.qos import profile
+    from mole_vla_ros.ros.spin import spin_node
     from mole_vla_ros.sim.config import SimConfig
     from mole_vla_ros.sim.env import TabletopSim
     from mole_vla_ros.sim.robot_bridge import SimRobotBridge
@@ -215,18 +217,8 @@ def main(args=None) -> None:
         def _status(self):
             self.status_pub.publish(self.factory.make("std_msgs/msg/String", data=json.dumps(self.bridge.status())))
 
-    rclpy.init(args=args)
-    node = SimRobotNode()
-    try:
-        rclpy.spin(node)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        node.bridge.sim.close()
-        node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+    return spin_node(SimRobotNode, args, cleanup=lambda node: node.bridge.sim.close())
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

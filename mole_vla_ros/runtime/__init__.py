@@ -12,4 +12,5 @@ Modules (import them directly; this package imports nothing so `robot.kinematics
     gripper      hysteresis + debounce, commands on state changes only
     safety       dry run, enable, interlocks, workspace, max step, hold, rejection counters
     commands     PoseCommand, JointTrajectoryCommand, GripperCommand, ChunkPrediction, Diagnostics, StepOutput
+    metered_policy MeteredPolicy, any Policy with a record of each inference's wall time, FLOPs and layers
 """

@@ -30,6 +30,7 @@ from mole_vla_ros.interfaces import GripperSample, JointStateSample, Policy, Pol
 from mole_vla_ros.runtime.action_space import get_action_space
 from mole_vla_ros.runtime.commands import GripperCommand, StepOutput
 from mole_vla_ros.runtime.config import RuntimeConfig
+from mole_vla_ros.runtime.metered_policy import MeteredPolicy
 from mole_vla_ros.runtime.node_core import PolicyRuntime
 from mole_vla_ros.sim.config import SimConfig
 from mole_vla_ros.sim.env import SimObservation, TabletopSim
@@ -142,46 +143,6 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 
 # ------------------------------------------------------------------------------------------------------------------
 # policies
-class MeteredPolicy:
-    """Wraps a Policy and records what each inference cost (wall time, reported stages, FLOPs, layers run)."""
-
-    def __init__(self, policy: Policy):
-        self.policy = policy
-        self.camera_names = tuple(policy.camera_names)
-        self.chunk_size = policy.chunk_size
-        self.action_space = policy.action_space
-        self.control_dt = policy.control_dt
-        self.image_size = policy.image_size
-        self.wall_ms: list[float] = []
-        self.flops: list[float] = []
-        self.layers: list[int] = []
-
-    def reset_stats(self) -> None:
-        self.wall_ms.clear()
-        self.flops.clear()
-        self.layers.clear()
-
-    def infer(self, inp: PolicyInput) -> PolicyOutput:
-        t0 = time.perf_counter()
-        out = self.policy.infer(inp)
-        self.wall_ms.append((time.perf_counter() - t0) * 1e3)
-        self.flops.append(self._flops(out))
-        self.layers.append(len(out.layer_indices))
-        return out
-
-    def _flops(self, out: PolicyOutput) -> float:
-        """FLOPs of this inference: what the policy reported, else the analytic estimate for a MoLe-VLA model at
-        the number of layers that actually ran, else 0 (a scripted policy costs nothing worth counting)."""
-        if out.flops:
-            return float(out.flops.get("total", sum(out.flops.values())))
-        config = getattr(getattr(self.policy, "model", None), "config", None)
-        if config is None or not out.layer_indices:
-            return 0.0
-        from mole_vla_ros.model.flops import estimate
-
-        return float(estimate(config, active_layers=len(out.layer_indices)).total_flops)
-
-
 class ScriptedPolicy:
     """The scripted expert behind the `Policy` interface (privileged: it reads cube poses from the simulator).
 
@@ -386,7 +347,7 @@ def evaluate(
     outcomes = []
     try:
         runtime.warmup()
-        metered.reset_stats()
+        metered.reset()
         for i in tqdm(range(settings.episodes), desc=f"sim eval {settings.task}", unit="ep", disable=not progress):
             frames: list[np.ndarray] | None = [] if settings.gif_dir and i < settings.gif_episodes else None
             outcome = run_episode(runtime, sim, settings, settings.seed + i, frames)
@@ -405,6 +366,7 @@ def evaluate(
         runtime.close()
         if own_sim:
             sim.close()
+    calls = metered.completed
     n_ok = sum(o.success for o in outcomes)
     lo, hi = wilson_interval(n_ok, len(outcomes))
     steps = sum(o.control_steps for o in outcomes)
@@ -417,10 +379,10 @@ def evaluate(
         successes=n_ok,
         ci_low=lo,
         ci_high=hi,
-        mean_latency_ms=float(np.mean(metered.wall_ms)) if metered.wall_ms else 0.0,
-        mean_flops=float(np.mean(metered.flops)) if metered.flops else 0.0,
-        mean_layers=float(np.mean(metered.layers)) if metered.layers else 0.0,
-        inferences=len(metered.wall_ms),
+        mean_latency_ms=1e3 * float(np.mean([c.wall_s for c in calls])) if calls else 0.0,
+        mean_flops=float(np.mean([c.flops for c in calls])) if calls else 0.0,
+        mean_layers=float(np.mean([c.layers for c in calls])) if calls else 0.0,
+        inferences=len(calls),
         ms_per_control_step=1e3 * sum(o.wall_s for o in outcomes) / max(steps, 1),
         mean_seconds_to_success=float(np.mean(ok_times)) if ok_times else float("nan"),
         outcomes=outcomes,

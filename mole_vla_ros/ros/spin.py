@@ -1,0 +1,58 @@
+"""The one rclpy life cycle every node's `main()` runs: init, build the node, spin, clean up, destroy, shut down.
+
+    def main(args=None) -> int:
+        return spin_node(MyNode, args, cleanup=lambda node: node.close())
+
+    with ros_node(lambda: rclpy.create_node("my_node"), args) as node:  # when main() spins in its own way
+        executor.spin()
+
+Ctrl-C and an external shutdown (`ros2 lifecycle`, the launch system's SIGINT) end the node quietly; any other
+exception still propagates, after the node was cleaned up and rclpy shut down. rclpy is imported inside the
+functions, so this module imports without ROS 2.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any, TypeVar
+
+N = TypeVar("N")
+
+
+@contextmanager
+def ros_node(
+    build: Callable[[], N], args: list[str] | None = None, cleanup: Callable[[N], Any] | None = None
+) -> Iterator[N]:
+    """`rclpy.init(args=args)`, then yield `build()`; on leaving (normally, on Ctrl-C or an external shutdown, both
+    swallowed, or on an error, re-raised) call `cleanup(node)`, destroy the node and shut rclpy down if it is still
+    up. `args` None means `sys.argv`, as for `rclpy.init`."""
+    import rclpy
+    from rclpy.executors import ExternalShutdownException
+
+    rclpy.init(args=args)
+    node = None
+    try:
+        node = build()
+        yield node
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        try:
+            if node is not None and cleanup is not None:
+                cleanup(node)
+        finally:
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()
+
+
+def spin_node(
+    build: Callable[[], Any], args: list[str] | None = None, cleanup: Callable[[Any], Any] | None = None
+) -> int:
+    """Run `build()`'s node with `rclpy.spin` until Ctrl-C or shutdown inside `ros_node`; returns exit code 0."""
+    import rclpy
+
+    with ros_node(build, args, cleanup) as node:
+        rclpy.spin(node)
+    return 0
