@@ -91,7 +91,6 @@ setup(
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     zip_safe=False,
-    tests_require=["pytest"],
     entry_points={
         "console_scripts": [
             "mole-vla = mole_vla_ros.cli:main",

@@ -237,6 +237,7 @@ def test_diagnostics_message(msgs):
         ({"state": "holding", "hold_reason": "watchdog"}, conv.DIAG_WARN, "holding pose: watchdog"),
         ({"state": "disabled", "disable_reason": "robot mode REFLEX"}, conv.DIAG_ERROR, "REFLEX"),
         ({"state": "running", "enabled": True, "dry_run": False}, conv.DIAG_OK, "actuating, enabled"),
+        ({"state": "stopping", "disable_reason": "operator", "dry_run": False}, conv.DIAG_WARN, "braking to rest"),
     ],
 )
 def test_diagnostic_levels(kw, level, text):
