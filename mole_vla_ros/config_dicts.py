@@ -65,6 +65,18 @@ def unflatten(data: dict, noun: str = "config key") -> dict:
     return out
 
 
+def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}, "c": 2} -> {"a.b": 1, "c": 2}: sections to ROS 2 dotted names (dotted keys pass through);
+    `prefix` goes in front of every key. The inverse of `unflatten`."""
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
 def plain(value: Any) -> Any:
     """Tuples -> lists, recursively: what YAML and ROS 2 parameters hold."""
     if isinstance(value, dict):

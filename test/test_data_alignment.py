@@ -41,6 +41,15 @@ def test_gap_runs_and_segments_partition_the_ticks(mask):
     ticks = np.arange(m.size, dtype=np.int64) * 100
     gaps = gap_runs("cam", m, ticks, 0)
     assert sum(g.ticks for g in gaps) == int(m.sum())
+    rebuilt = np.zeros(m.size, bool)
+    for g in gaps:  # each gap is one maximal run: its ticks all missing, the ticks just outside it present
+        first, last = round(g.start_s * 1e7), round(g.end_s * 1e7)
+        assert last - first + 1 == g.ticks and g.stream == "cam"
+        assert (
+            m[first : last + 1].all() and (first == 0 or not m[first - 1]) and (last == m.size - 1 or not m[last + 1])
+        )
+        rebuilt[first : last + 1] = True
+    np.testing.assert_array_equal(rebuilt, m)
     segs = segments(~m)
     assert sum(e - s for s, e in segs) == int((~m).sum())
     assert all(not m[s:e].any() for s, e in segs)

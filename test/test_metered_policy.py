@@ -17,13 +17,13 @@ INPUT = PolicyInput(images={"scene": np.zeros((8, 8, 3), np.uint8)}, instruction
 class _Policy:
     """Returns the `flops` and `layers` it is told to, or raises when `fail` is set."""
 
-    camera_names = ["scene"]  # a list on purpose: the wrapper must hand out a tuple
     chunk_size = 3
     action_space = "delta_xyz_abs_rpy"
     control_dt = 0.1
     image_size = 8
 
     def __init__(self, flops=None, layers=(0, 2, 5), model=None):
+        self.camera_names = ["scene"]  # a list on purpose: the wrapper must hand out a tuple
         self.flops, self.layers, self.fail, self.num_layers = flops or {}, tuple(layers), False, 8
         if model is not None:
             self.model = model

@@ -116,3 +116,14 @@ def test_readme_documents_every_parameter():
     readme = (ROOT / "README.md").read_text()
     missing = [s.name for s in parameter_specs() if f"`{s.name}`" not in readme]
     assert not missing, f"README Configuration reference lacks {missing}; paste params.markdown_table()"
+
+
+def test_flatten_is_the_inverse_of_unflatten_for_every_parameter():
+    from mole_vla_ros.config_dicts import flatten, unflatten
+
+    assert flatten({"a": {"b": 1, "c": {"d": [2]}}, "e.f": 3, "g": {}}) == {"a.b": 1, "a.c.d": [2], "e.f": 3}
+    assert flatten({"x": 1}, "safety.") == {"safety.x": 1}
+    flat = NodeSettings(NodeConfig(), RuntimeConfig()).to_flat()
+    assert "safety.dry_run" in flat and not any(isinstance(v, dict) for v in flat.values())
+    assert flatten(unflatten(flat)) == flat
+    assert RuntimeConfig.from_dict(RuntimeConfig().to_flat()) == RuntimeConfig()

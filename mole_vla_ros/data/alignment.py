@@ -54,19 +54,10 @@ class Gap:
 
 def gap_runs(stream: str, missing: np.ndarray, ticks_ns: np.ndarray, origin_ns: int) -> list[Gap]:
     """Contiguous runs of True in `missing`, as Gap records."""
-    gaps = []
-    m = np.asarray(missing, dtype=bool)
-    i = 0
-    while i < m.size:
-        if not m[i]:
-            i += 1
-            continue
-        j = i
-        while j + 1 < m.size and m[j + 1]:
-            j += 1
-        gaps.append(Gap(stream, (ticks_ns[i] - origin_ns) / 1e9, (ticks_ns[j] - origin_ns) / 1e9, j - i + 1))
-        i = j + 1
-    return gaps
+    return [
+        Gap(stream, (ticks_ns[i] - origin_ns) / 1e9, (ticks_ns[j - 1] - origin_ns) / 1e9, j - i)
+        for i, j in segments(missing)
+    ]
 
 
 def segments(valid: np.ndarray) -> list[tuple[int, int]]:

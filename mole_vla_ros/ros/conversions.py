@@ -15,6 +15,7 @@ from typing import Any
 import cv2
 import numpy as np
 
+from mole_vla_ros.config_dicts import flatten
 from mole_vla_ros.interfaces import CameraFrame, GripperSample, JointStateSample, Pose, PoseSample
 from mole_vla_ros.ros.messages import MessageFactory, as_float_array, stamp_to_seconds
 
@@ -533,7 +534,7 @@ def diagnostics_msg(
     if level not in (DIAG_OK, DIAG_WARN, DIAG_ERROR, DIAG_STALE):
         raise ValueError(f"diagnostic level must be 0 (OK), 1 (WARN), 2 (ERROR) or 3 (STALE), got {level}")
     pairs = []
-    for key, value in _flat_items(values):
+    for key, value in flatten(values).items():
         text = f"{value:.4g}" if isinstance(value, float) else str(value)
         pairs.append(factory.make("diagnostic_msgs/msg/KeyValue", key=key, value=text))
     status = factory.make(
@@ -545,11 +546,3 @@ def diagnostics_msg(
         values=pairs,
     )
     return factory.make("diagnostic_msgs/msg/DiagnosticArray", header=factory.header(t, ""), status=[status])
-
-
-def _flat_items(values: dict[str, Any], prefix: str = ""):
-    for key, value in values.items():
-        if isinstance(value, dict):
-            yield from _flat_items(value, f"{prefix}{key}.")
-        else:
-            yield f"{prefix}{key}", value

@@ -165,7 +165,10 @@ def diagnostic_level(diag: Diagnostics) -> tuple[int, str]:
     if diag.state == "holding":
         return conv.DIAG_WARN, f"holding pose: {diag.hold_reason} ({mode})"
     if diag.state == "stopping":
-        return conv.DIAG_WARN, f"braking to rest: {diag.disable_reason or diag.hold_reason or 'stop requested'} ({mode})"
+        return (
+            conv.DIAG_WARN,
+            f"braking to rest: {diag.disable_reason or diag.hold_reason or 'stop requested'} ({mode})",
+        )
     if diag.state == "waiting_for_observation":
         return conv.DIAG_WARN, f"ready, waiting for a synchronized observation ({mode})"
     return conv.DIAG_OK, f"{diag.state} ({mode}{', enabled' if diag.enabled else ''})"

@@ -26,7 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mole_vla_ros.config_dicts import build_dataclass, plain, unflatten
+from mole_vla_ros.config_dicts import build_dataclass, flatten, plain, unflatten
 from mole_vla_ros.robot.franka import Topics
 from mole_vla_ros.ros.markers import MarkerStyle
 from mole_vla_ros.runtime.config import RuntimeConfig
@@ -155,7 +155,7 @@ class NodeSettings:
 
     def to_flat(self) -> dict[str, Any]:
         """Every parameter as {dotted name: value} (lists for tuples), the form ROS 2 parameters take."""
-        return {**_flatten(plain(dataclasses.asdict(self.node))), **self.runtime.to_flat()}
+        return {**flatten(plain(dataclasses.asdict(self.node))), **self.runtime.to_flat()}
 
 
 # ----------------------------------------------------------------------------------------------------------------------
@@ -169,7 +169,7 @@ def load_settings(path: str | Path | None = None, overrides: dict[str, Any] | No
     data: dict[str, Any] = {}
     if path is not None:
         data = read_params_file(path)
-    data.update(_flatten(overrides or {}))
+    data.update(flatten(overrides or {}))
     try:
         return settings_from_flat(data)
     except ValueError as exc:
@@ -198,7 +198,7 @@ def read_params_file(path: str | Path) -> dict[str, Any]:
                 f"{path}: holds parameters for {wrapped} but not for node {NODE_NAME!r}; rename the top-level key "
                 f"to {NODE_NAME!r} (or '/**')"
             )
-    return _flatten(data)
+    return flatten(data)
 
 
 def settings_from_flat(flat: dict[str, Any]) -> NodeSettings:
@@ -331,17 +331,6 @@ def markdown_table() -> str:
 # ----------------------------------------------------------------------------------------------------------------------
 # helpers
 # ----------------------------------------------------------------------------------------------------------------------
-
-
-def _flatten(data: dict, prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, value in data.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, dict):
-            out.update(_flatten(value, name + "."))
-        else:
-            out[name] = value
-    return out
 
 
 def default_params_yaml() -> str:

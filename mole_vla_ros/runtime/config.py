@@ -16,7 +16,7 @@ import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mole_vla_ros.config_dicts import build_dataclass, plain, unflatten
+from mole_vla_ros.config_dicts import build_dataclass, flatten, plain, unflatten
 from mole_vla_ros.robot.franka import ROBOT_TYPES, describe
 
 OUTPUT_MODES = ("pose", "joint_trajectory")
@@ -355,17 +355,7 @@ class RuntimeConfig:
 
     def to_flat(self) -> dict:
         """Flat {"section.key": value} dict, the shape ROS 2 parameters take."""
-        out: dict = {}
-
-        def walk(prefix: str, d: dict) -> None:
-            for k, v in d.items():
-                if isinstance(v, dict):
-                    walk(f"{prefix}{k}.", v)
-                else:
-                    out[f"{prefix}{k}"] = v
-
-        walk("", self.to_dict())
-        return out
+        return flatten(self.to_dict())
 
     @classmethod
     def from_yaml(cls, path: str | Path) -> RuntimeConfig:

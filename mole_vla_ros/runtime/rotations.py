@@ -42,16 +42,21 @@ def wrap_to_pi(angle):
 def quat_normalize(q) -> np.ndarray:
     """Unit quaternion(s); raises on a zero quaternion instead of returning NaN."""
     if _single(q, 4):
-        x, y, z, w = q.tolist()
-        n = math.sqrt(x * x + y * y + z * z + w * w)
-        if n < _EPS:
-            raise ValueError(f"cannot normalize a zero quaternion: {q.tolist()}")
-        return np.array((x / n, y / n, z / n, w / n))
+        return np.array(_unit_components(q))
     q = _as_array(q, 4, "quaternion")
     n = np.linalg.norm(q, axis=-1, keepdims=True)
     if np.any(n < _EPS):
         raise ValueError(f"cannot normalize a zero quaternion: {q.tolist()}")
     return q / n
+
+
+def _unit_components(q: np.ndarray) -> tuple[float, float, float, float]:
+    """(x, y, z, w) of one quaternion [4] scaled to unit length, as floats (the single-quaternion fast paths)."""
+    x, y, z, w = q.tolist()
+    n = math.sqrt(x * x + y * y + z * z + w * w)
+    if n < _EPS:
+        raise ValueError(f"cannot normalize a zero quaternion: {q.tolist()}")
+    return x / n, y / n, z / n, w / n
 
 
 def quat_conjugate(q) -> np.ndarray:
@@ -66,28 +71,19 @@ def quat_conjugate(q) -> np.ndarray:
 def quat_multiply(a, b) -> np.ndarray:
     """Hamilton product a * b: the rotation b applied first, then a (same as R_a @ R_b)."""
     if _single(a, 4) and _single(b, 4):
-        ax, ay, az, aw = a.tolist()
-        bx, by, bz, bw = b.tolist()
-        return np.array(
-            (
-                aw * bx + ax * bw + ay * bz - az * by,
-                aw * by - ax * bz + ay * bw + az * bx,
-                aw * bz + ax * by - ay * bx + az * bw,
-                aw * bw - ax * bx - ay * by - az * bz,
-            )
-        )
+        return np.array(_hamilton(*a.tolist(), *b.tolist()))
     a = _as_array(a, 4, "quaternion a")
     b = _as_array(b, 4, "quaternion b")
-    ax, ay, az, aw = np.moveaxis(a, -1, 0)
-    bx, by, bz, bw = np.moveaxis(b, -1, 0)
-    return np.stack(
-        [
-            aw * bx + ax * bw + ay * bz - az * by,
-            aw * by - ax * bz + ay * bw + az * bx,
-            aw * bz + ax * by - ay * bx + az * bw,
-            aw * bw - ax * bx - ay * by - az * bz,
-        ],
-        axis=-1,
+    return np.stack(_hamilton(*np.moveaxis(a, -1, 0), *np.moveaxis(b, -1, 0)), axis=-1)
+
+
+def _hamilton(ax, ay, az, aw, bx, by, bz, bw):
+    """The product's (x, y, z, w) from the components: floats (one pair, fast path) or arrays (batches)."""
+    return (
+        aw * bx + ax * bw + ay * bz - az * by,
+        aw * by - ax * bz + ay * bw + az * bx,
+        aw * bz + ax * by - ay * bx + az * bw,
+        aw * bw - ax * bx - ay * by - az * bz,
     )
 
 
@@ -103,7 +99,7 @@ def quat_rotate(q, v) -> np.ndarray:
 def quat_to_matrix(q) -> np.ndarray:
     """Rotation matrices [..., 3, 3] of unit quaternions [..., 4]."""
     if _single(q, 4):
-        x, y, z, w = quat_normalize(q).tolist()
+        x, y, z, w = _unit_components(q)
         return np.array(
             (
                 (1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)),
@@ -232,13 +228,9 @@ def rotvec_to_quat(rotvec) -> np.ndarray:
 def quat_to_rotvec(q) -> np.ndarray:
     """Rotation vectors [..., 3] with angle in [0, pi] of quaternions [..., 4]."""
     if _single(q, 4):
-        x, y, z, w = q.tolist()
-        n = math.sqrt(x * x + y * y + z * z + w * w)
-        if n < _EPS:
-            raise ValueError(f"cannot normalize a zero quaternion: {q.tolist()}")
-        if w < 0:
-            n = -n
-        x, y, z, w = x / n, y / n, z / n, w / n
+        x, y, z, w = _unit_components(q)
+        if w < 0:  # w >= 0 picks the angle in [0, pi]
+            x, y, z, w = -x, -y, -z, -w
         sn = math.sqrt(x * x + y * y + z * z)
         if sn < _SMALL_ANGLE:
             scale = 2.0 / max(w, _EPS) * (1.0 + sn * sn / 6.0)

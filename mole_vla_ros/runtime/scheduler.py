@@ -64,11 +64,7 @@ class ChunkScheduler:
         self.ensemble = ensemble
         self._history: deque[Chunk] = deque(maxlen=max(1, ensemble.horizon))
         self.version = 0  # changes whenever the plan does (callers cache trajectories per version)
-        # current plan; index 0 is the start point (commanded pose when the chunk arrived)
-        self.times = np.zeros(0)
-        self.positions = np.zeros((0, 3))
-        self.quaternions = np.zeros((0, 4))
-        self.gripper = np.zeros(0)
+        self._empty_plan()
 
     # -- plan updates ----------------------------------------------------------------------------------------------
     def add_chunk(
@@ -147,12 +143,16 @@ class ChunkScheduler:
 
     def clear(self) -> None:
         """Forget the plan (the tracker then brakes/holds); the ensemble history too, its chunks are stale now."""
+        self._empty_plan()
+        self._history.clear()
+        self.version += 1
+
+    def _empty_plan(self) -> None:
+        # the current plan; index 0 is the start point (commanded pose when the chunk arrived)
         self.times = np.zeros(0)
         self.positions = np.zeros((0, 3))
         self.quaternions = np.zeros((0, 4))
         self.gripper = np.zeros(0)
-        self._history.clear()
-        self.version += 1
 
     # -- queries ---------------------------------------------------------------------------------------------------
     @property

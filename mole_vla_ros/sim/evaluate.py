@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mole_vla_ros.config_dicts import flatten
 from mole_vla_ros.interfaces import GripperSample, JointStateSample, Policy, PolicyInput, PolicyOutput
 from mole_vla_ros.runtime.action_space import get_action_space
 from mole_vla_ros.runtime.commands import GripperCommand, StepOutput
@@ -127,18 +128,7 @@ def sim_runtime_config(settings: EvalSettings, policy: Policy) -> RuntimeConfig:
         "safety.workspace_min": [0.2, -0.5, 0.0],
         "safety.watchdog_timeout_s": max(0.5, 3.0 * sim.control_dt),
     }
-    return RuntimeConfig.from_dict({**base, **_flatten(settings.runtime)})
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    """{"safety": {"dry_run": True}} -> {"safety.dry_run": True} (dotted keys pass through)."""
-    out = {}
-    for key, value in d.items():
-        if isinstance(value, dict):
-            out.update(_flatten(value, f"{prefix}{key}."))
-        else:
-            out[f"{prefix}{key}"] = value
-    return out
+    return RuntimeConfig.from_dict({**base, **flatten(settings.runtime)})
 
 
 # ------------------------------------------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Protocol
+from typing import ClassVar, Protocol
 
 import numpy as np
 
@@ -65,21 +65,40 @@ def _sample_cubes(rng: np.random.Generator) -> dict[str, tuple[float, float, flo
     raise RuntimeError("could not place two cubes apart; the table region is too small for MIN_CUBE_DISTANCE")
 
 
+class _TwoCubeTask:
+    """Sampling and parsing shared by the tasks: `instruction_form` names the cubes as {target} (and {other})."""
+
+    instruction_form: ClassVar[str]
+
+    def sample(self, rng: np.random.Generator) -> EpisodeSetup:
+        """Cube poses, then the cube the instruction names first (draws in this order, so a seed gives one
+        episode)."""
+        cubes = _sample_cubes(rng)
+        target = COLORS[int(rng.integers(2))]
+        other = next(c for c in COLORS if c != target)
+        return EpisodeSetup(self.instruction_form.format(target=target, other=other), cubes, target, other)
+
+    def parse(self, instruction: str) -> tuple[str, str]:
+        """(target, other) named by an instruction of this task: the cube to pick / move, and the other one."""
+        color = f"({'|'.join(COLORS)})"
+        pattern = self.instruction_form.format(target=color, other=color)  # {target} comes before {other}
+        match = re.fullmatch(pattern, instruction.strip().lower())
+        if match is None:
+            raise ValueError(f"instruction {instruction!r} does not match this task's form {pattern!r}")
+        first = match.group(1)
+        second = match.group(2) if match.lastindex and match.lastindex > 1 else next(c for c in COLORS if c != first)
+        if first == second:
+            raise ValueError(f"instruction {instruction!r} names the same cube twice")
+        return first, second
+
+
 @dataclass(frozen=True)
-class PickTask:
+class PickTask(_TwoCubeTask):
     name: str = "pick"
     episode_seconds: float = 10.0
     lift_height: float = 0.06
 
-    def sample(self, rng: np.random.Generator) -> EpisodeSetup:
-        cubes = _sample_cubes(rng)
-        target = COLORS[int(rng.integers(2))]
-        other = next(c for c in COLORS if c != target)
-        return EpisodeSetup(f"pick up the {target} cube", cubes, target, other)
-
-    def parse(self, instruction: str) -> tuple[str, str]:
-        """(cube to pick, the other cube) named by an instruction of this task."""
-        return _parse(instruction, f"pick up the ({'|'.join(COLORS)}) cube")
+    instruction_form: ClassVar[str] = "pick up the {target} cube"
 
     def success(self, setup: EpisodeSetup, state: TaskState) -> bool:
         lifted = state.cube_pos[setup.target][2] > state.cube_size / 2 + self.lift_height
@@ -87,20 +106,11 @@ class PickTask:
 
 
 @dataclass(frozen=True)
-class StackTask:
+class StackTask(_TwoCubeTask):
     name: str = "stack"
     episode_seconds: float = 14.0
 
-    def sample(self, rng: np.random.Generator) -> EpisodeSetup:
-        cubes = _sample_cubes(rng)
-        target = COLORS[int(rng.integers(2))]
-        other = next(c for c in COLORS if c != target)
-        return EpisodeSetup(f"put the {target} cube on the {other} cube", cubes, target, other)
-
-    def parse(self, instruction: str) -> tuple[str, str]:
-        """(cube to move, cube to put it on) named by an instruction of this task."""
-        color = "|".join(COLORS)
-        return _parse(instruction, f"put the ({color}) cube on the ({color}) cube")
+    instruction_form: ClassVar[str] = "put the {target} cube on the {other} cube"
 
     def success(self, setup: EpisodeSetup, state: TaskState) -> bool:
         top, bottom = state.cube_pos[setup.target], state.cube_pos[setup.other]
@@ -108,17 +118,6 @@ class StackTask:
         one_up = abs((top[2] - bottom[2]) - state.cube_size) < 0.01
         released = not state.cube_in_hand[setup.target]
         return bool(centred and one_up and released and state.cube_on_table[setup.other])
-
-
-def _parse(instruction: str, pattern: str) -> tuple[str, str]:
-    match = re.fullmatch(pattern, instruction.strip().lower())
-    if match is None:
-        raise ValueError(f"instruction {instruction!r} does not match this task's form {pattern!r}")
-    first = match.group(1)
-    second = match.group(2) if match.lastindex and match.lastindex > 1 else next(c for c in COLORS if c != first)
-    if first == second:
-        raise ValueError(f"instruction {instruction!r} names the same cube twice")
-    return first, second
 
 
 TASKS: dict[str, Task] = {"pick": PickTask(), "stack": StackTask()}
