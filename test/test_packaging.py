@@ -90,9 +90,23 @@ def test_cli_help_lists_the_tools():
 def test_package_xml_declares_every_ros_dependency():
     xml = (ROOT / "package.xml").read_text()
     assert "<build_type>ament_python</build_type>" in xml
-    for dep in ("rclpy", "sensor_msgs", "geometry_msgs", "trajectory_msgs", "visualization_msgs", "nav_msgs",
-                "std_msgs", "std_srvs", "diagnostic_msgs", "cv_bridge", "tf2_ros", "franka_msgs", "launch",
-                "launch_ros", "rviz2"):
+    for dep in (
+        "rclpy",
+        "sensor_msgs",
+        "geometry_msgs",
+        "trajectory_msgs",
+        "visualization_msgs",
+        "nav_msgs",
+        "std_msgs",
+        "std_srvs",
+        "diagnostic_msgs",
+        "cv_bridge",
+        "tf2_ros",
+        "franka_msgs",
+        "launch",
+        "launch_ros",
+        "rviz2",
+    ):
         assert f"<exec_depend>{dep}</exec_depend>" in xml, dep
 
 
