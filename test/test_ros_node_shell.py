@@ -345,6 +345,26 @@ def test_bad_inputs_are_counted_and_reported_not_fatal(fake_ros):
     assert any(level == "error" and "yuv422" in text for level, text in node.logs)
 
 
+def test_shutdown_while_moving_keeps_commanding_until_at_rest(fake_ros, monkeypatch):
+    import mole_vla_ros.ros.policy_node as policy_node
+
+    node, shell = make_shell(fake_ros, policy=ScriptedPolicy(grip=1.0), **{"safety.dry_run": False})
+    commands = node.publishers["cartesian_impedance_controller/target_pose"]
+    run(node, 0.5)
+    assert call(node, "~/enable", data=True).success
+    run(node, 1.0, follow=commands)
+    assert np.linalg.norm(commands.sent[-1].pose.position.x - commands.sent[-2].pose.position.x) > 1e-6  # moving
+    monkeypatch.setattr(policy_node.time, "sleep", lambda s: setattr(node, "t", node.t + s))  # node time = wall
+    n = len(commands.sent)
+    shell.shutdown()
+    braking = commands.sent[n - 1 :]
+    assert len(braking) > 2, "shutdown stopped the command stream mid-motion"
+    xs = np.array([m.pose.position.x for m in braking])
+    steps = np.abs(np.diff(xs))
+    assert steps[-1] < 1e-9 and np.all(np.diff(steps) <= 1e-9)  # decelerates to rest, never speeds up
+    assert shell.runtime.state_name() != "stopping"
+
+
 def test_pose_in_the_wrong_frame_is_rejected(fake_ros):
     node, shell = make_shell(fake_ros)
     pose = conv.pose_stamped_msg(MSGS, conv.Pose(START, DOWN), node.t, "world")

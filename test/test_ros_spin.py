@@ -113,3 +113,16 @@ def test_node_modules_import_without_rclpy(module):
     mod = importlib.import_module(f"mole_vla_ros.ros.{module}")
     assert callable(getattr(mod, "main", None) or mod.spin_node)
     assert "rclpy" not in mod.__dict__
+
+
+def test_publish_during_cleanup_keeps_rclpy_off_sigint_so_cleanup_can_still_publish(calls, monkeypatch):
+    signals = types.ModuleType("rclpy.signals")
+    signals.SignalHandlerOptions = types.SimpleNamespace(NO="no-handlers", ALL="all")
+    monkeypatch.setitem(sys.modules, "rclpy.signals", signals)
+    rclpy = sys.modules["rclpy"]
+    rclpy.init = lambda args=None, signal_handler_options="all": calls.log.append(("init", signal_handler_options))
+    with ros_node(
+        lambda: _Node(calls.log), [], cleanup=lambda n: calls.log.append("cleanup"), publish_during_cleanup=True
+    ):
+        raise KeyboardInterrupt  # Ctrl-C arrives as a Python exception, the context is still up for cleanup
+    assert calls.log == [("init", "no-handlers"), ("build", "n"), "cleanup", "destroy", "shutdown"]

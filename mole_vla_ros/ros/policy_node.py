@@ -419,7 +419,7 @@ class PolicyNodeShell:
                 )
         else:
             self.io.disable("operator request (~/enable false)")
-            response.success, response.message = True, "disabled: holding the last commanded pose"
+            response.success, response.message = True, "disabled: braking to rest, then holding the commanded pose"
         self.log.info(response.message)
         return response
 
@@ -456,14 +456,31 @@ class PolicyNodeShell:
                 self.io.set_active_layers(p.value)
         return SetParametersResult(successful=True)
 
-    def shutdown(self) -> None:
-        """Stop actuating and the core's worker thread."""
+    def shutdown(self, brake_timeout_s: float = 0.5) -> None:
+        """Stop actuating (braking to rest first while ROS still runs) and the core's worker thread."""
         try:
             self.io.disable("node shutting down")
+            self._brake_before_exit(brake_timeout_s)
         finally:
             close = getattr(self.runtime, "close", None)
             if close is not None:
                 close()
+
+    def _brake_before_exit(self, timeout_s: float) -> None:
+        # A command stream that stops mid-motion is a libfranka reflex: while the runtime brakes (state "stopping"),
+        # keep ticking for at most timeout_s, as long as the ROS context still lets us publish.
+        period = 1.0 / self.settings.runtime.trajectory.command_rate_hz
+        deadline = time.monotonic() + timeout_s
+        last = self.now()  # the control timer has just ticked at this time
+        while self.runtime.state_name() == "stopping" and time.monotonic() < deadline:
+            time.sleep(period)
+            context = getattr(self.node, "context", None)
+            if context is not None and not context.ok():
+                self.log.warn("shut down while braking: ROS is gone, the last commands could not be sent")
+                return
+            if self.now() != last:  # a sim clock that stopped with the bag must not repeat a tick
+                last = self.now()
+                self._on_control_tick()
 
 
 def main(args: list[str] | None = None) -> int:
@@ -473,7 +490,8 @@ def main(args: list[str] | None = None) -> int:
 
     from mole_vla_ros.ros.spin import ros_node
 
-    with ros_node(lambda: rclpy.create_node(NODE_NAME), args) as node:
+    # Ctrl-C must leave ROS up until shell.shutdown() has braked the arm to rest (see ros_node)
+    with ros_node(lambda: rclpy.create_node(NODE_NAME), args, publish_during_cleanup=True) as node:
         try:
             settings = declare_and_read_parameters(node)
         except ValueError as exc:

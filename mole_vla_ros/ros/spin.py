@@ -22,15 +22,30 @@ N = TypeVar("N")
 
 @contextmanager
 def ros_node(
-    build: Callable[[], N], args: list[str] | None = None, cleanup: Callable[[N], Any] | None = None
+    build: Callable[[], N],
+    args: list[str] | None = None,
+    cleanup: Callable[[N], Any] | None = None,
+    publish_during_cleanup: bool = False,
 ) -> Iterator[N]:
     """`rclpy.init(args=args)`, then yield `build()`; on leaving (normally, on Ctrl-C or an external shutdown, both
     swallowed, or on an error, re-raised) call `cleanup(node)`, destroy the node and shut rclpy down if it is still
-    up. `args` None means `sys.argv`, as for `rclpy.init`."""
+    up. `args` None means `sys.argv`, as for `rclpy.init`.
+
+    publish_during_cleanup: rclpy's own SIGINT handler shuts the context down before `cleanup` runs, so nothing can
+    be published any more; with True, Ctrl-C is left to Python (KeyboardInterrupt out of spin) and the context stays
+    up until cleanup has finished (the policy node brakes the arm to rest there)."""
     import rclpy
     from rclpy.executors import ExternalShutdownException
 
-    rclpy.init(args=args)
+    options = {}
+    if publish_during_cleanup:
+        try:
+            from rclpy.signals import SignalHandlerOptions
+
+            options["signal_handler_options"] = SignalHandlerOptions.NO
+        except ImportError:  # rclpy older than Humble: its handler stays, cleanup cannot publish
+            pass
+    rclpy.init(args=args, **options)
     node = None
     try:
         node = build()
