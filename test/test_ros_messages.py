@@ -92,3 +92,13 @@ def test_coerce_for_rclpy(value, idl, check):
 def test_coerce_for_rclpy_rejects_wrong_fixed_size():
     with pytest.raises(ValueError, match="exactly 9 values"):
         coerce_for_rclpy([1.0, 2.0], "double[9]")
+
+
+def test_default_quaternion_is_the_identity_as_in_rclpy():
+    from mole_vla_ros.ros.messages import RosbagsMessages
+
+    msgs = RosbagsMessages()
+    q = msgs.make("geometry_msgs/msg/Quaternion")
+    assert (q.x, q.y, q.z, q.w) == (0.0, 0.0, 0.0, 1.0)
+    assert msgs.make("geometry_msgs/msg/Pose").orientation.w == 1.0  # nested defaults too
+    assert msgs.make("geometry_msgs/msg/Quaternion", w=0.5).w == 0.5

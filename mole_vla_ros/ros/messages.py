@@ -169,6 +169,8 @@ class RosbagsMessages(_FactoryHelpers):
         values = {}
         for name, desc in defs:
             values[name] = self._coerce(desc, fields[name]) if name in fields else self._default(desc)
+        if cls.__msgtype__ == "geometry_msgs/msg/Quaternion" and "w" not in fields:
+            values["w"] = 1.0  # the .msg default (`float64 w 1`), which rosbags' definitions drop; rclpy keeps it
         return cls(**values)
 
     def constant(self, type_name: str, name: str) -> Any:
