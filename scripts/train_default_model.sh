@@ -12,10 +12,10 @@ set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
 WORK=${WORK:-runs/default_model}
-EPISODES=${EPISODES:-100}        # scripted pick demonstrations (seeds 1000..1099; evaluation uses other seeds)
+EPISODES=${EPISODES:-100}        # scripted pick demonstrations, seeds 1000..1099 (closed-loop evaluation: 5000..)
 STEPS1=${STEPS1:-1500}           # stage 1 optimizer steps (batch 32)
 STEPS2=${STEPS2:-1000}           # stage 2 optimizer steps (batch 32), also for the ablation
-SIM_EPISODES=${SIM_EPISODES:-0}  # closed-loop episodes per setting in the simulator (0 = skip)
+SIM_EPISODES=${SIM_EPISODES:-10} # closed-loop episodes per setting in the simulator (0 = skip)
 DEST=${DEST:-models/default}
 CLI="$PY -m mole_vla_ros.cli"
 TRAIN="$CLI train --preset sim-default --data $WORK/dataset --no-progress --resume auto"
@@ -43,11 +43,13 @@ tail -n 8 "$WORK/mole.log" "$WORK/mole_nokd.log"
 
 # held-out episodes (the dataset's validation split): full depth, MoLe, random skip, early exit, no CogKD
 $CLI evaluate --checkpoint "$WORK/mole/final" --baseline-checkpoint "$WORK/full/final" \
-  --ablation-checkpoint "$WORK/mole_nokd/final" --data "$WORK/dataset" --out "$WORK/eval" --no-progress
+  --ablation-checkpoint "$WORK/mole_nokd/final" --data "$WORK/dataset" --out "$WORK/eval" --no-progress \
+  --repeats 3 --threads 1
 
 if [ "$SIM_EPISODES" -gt 0 ]; then
-  $CLI sim eval --checkpoint "$WORK/mole/final" --task pick --episodes "$SIM_EPISODES" --seed 5000 --image-size 128 \
-    --skip-mode full star --active-layers 4 --json "$WORK/eval/sim_eval.json"
+  # closed loop through the runtime core, at full depth and at k = 4, on seeds never recorded for training
+  OMP_NUM_THREADS=1 $CLI sim eval --checkpoint "$WORK/mole/final" --task pick --episodes "$SIM_EPISODES" \
+    --seed 5000 --image-size 128 --skip-mode full star --active-layers 4 --json "$WORK/eval/sim_eval.json"
 fi
 
 mkdir -p "$DEST/eval"

@@ -254,7 +254,9 @@ def test_pose_stamped_and_transform_convert(msgs):
 
 
 def test_pose_with_zero_quaternion_is_rejected(msgs):
-    ps = msgs.make("geometry_msgs/msg/PoseStamped")  # default orientation is all zeros in ROS 2
+    # an unset quaternion from a C++ publisher that zero-initialises the message (the .msg default w=1 is not used)
+    ps = msgs.make("geometry_msgs/msg/PoseStamped")
+    ps.pose.orientation.w = 0.0
     with pytest.raises(ValueError, match="unit length"):
         conv.pose_stamped_to_sample(ps)
 

@@ -271,6 +271,8 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
             dataset,
             "--out",
             str(tmp_path / "eval"),
+            "--repeats",
+            "2",
             "--no-progress",
         ]
     )
@@ -284,4 +286,5 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
     assert rows["MoLe w/o CogKD k=2"]["translation_m"] == rows["MoLe (STAR) k=2"]["translation_m"]
     for r in rows.values():
         assert 0 <= r["gripper_acc"] <= 1 and r["translation_m"] > 0 and r["samples"] == payload["samples"]
+        assert r["repeats"] == 2 and r["translation_m_std"] > 0  # two noise seeds give two different means
     assert (tmp_path / "eval" / "eval.png").stat().st_size > 10_000

@@ -53,6 +53,10 @@ class MethodResult:
     first_gripper_acc: float
     gflops: float
     llm_gflops: float
+    repeats: int = 1  # diffusion-noise seeds averaged; the *_std fields are the spread of their means
+    translation_m_std: float = 0.0
+    rotation_rad_std: float = 0.0
+    gripper_acc_std: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -166,8 +170,15 @@ def evaluate_methods(
     seed: int = 0,
     device: str = "cpu",
     progress: bool = True,
+    repeats: int = 1,
 ) -> list[MethodResult]:
-    """Run every method on `data` and return one MethodResult per method (same order)."""
+    """Run every method on `data` and return one MethodResult per method (same order).
+
+    repeats: diffusion-noise seeds per method (seed, seed + 100003, ...), the same seeds for every method; metrics
+    are their mean and the *_std fields their spread, so a difference smaller than that spread is noise.
+    """
+    if not isinstance(repeats, int) or repeats < 1:
+        raise ValueError(f"repeats must be a positive integer (noise seeds per method), got {repeats!r}.")
     from tqdm import tqdm
 
     from mole_vla_ros.model.checkpoint import load_checkpoint
@@ -193,10 +204,24 @@ def evaluate_methods(
         k = n_layers if m.skip_mode == "full" else m.active_layers
         if not 1 <= k <= n_layers:
             raise ValueError(f"{m.label}: active_layers must be in 1..{n_layers}, got {k}.")
-        pred = predict_all(model, normalizer, data, m.skip_mode, k, batch_size, seed)
-        trans, angle, grip, mask = chunk_errors(pred, data.actions, data.mask, data.ee_pose, data.action_space)
-        first = np.zeros_like(mask)
-        first[:, 0] = True
+        per_seed = []
+        for r in range(repeats):
+            pred = predict_all(model, normalizer, data, m.skip_mode, k, batch_size, seed + 100_003 * r)
+            trans, angle, grip, mask = chunk_errors(pred, data.actions, data.mask, data.ee_pose, data.action_space)
+            first = np.zeros_like(mask)
+            first[:, 0] = True
+            per_seed.append(
+                [
+                    _masked_mean(trans, mask),
+                    _masked_mean(angle, mask),
+                    _masked_mean(grip, mask),
+                    _masked_mean(trans, first),
+                    _masked_mean(angle, first),
+                    _masked_mean(grip, first),
+                ]
+            )
+        stats = np.asarray(per_seed)
+        mean, std = stats.mean(0), stats.std(0)
         gf, llm_gf = prediction_gflops(model.config, data.instructions[0], model.tokenizer, k)
         results.append(
             MethodResult(
@@ -206,17 +231,21 @@ def evaluate_methods(
                 active_layers=k,
                 num_layers=n_layers,
                 samples=len(data),
-                translation_m=_masked_mean(trans, mask),
-                rotation_rad=_masked_mean(angle, mask),
-                gripper_acc=_masked_mean(grip, mask),
-                first_translation_m=_masked_mean(trans, first),
-                first_rotation_rad=_masked_mean(angle, first),
-                first_gripper_acc=_masked_mean(grip, first),
+                translation_m=float(mean[0]),
+                rotation_rad=float(mean[1]),
+                gripper_acc=float(mean[2]),
+                first_translation_m=float(mean[3]),
+                first_rotation_rad=float(mean[4]),
+                first_gripper_acc=float(mean[5]),
                 gflops=gf,
                 llm_gflops=llm_gf,
+                repeats=repeats,
+                translation_m_std=float(std[0]),
+                rotation_rad_std=float(std[1]),
+                gripper_acc_std=float(std[2]),
             )
         )
-        log.info("%s: translation %.4f m, rotation %.4f rad", m.label, results[-1].translation_m, angle.mean())
+        log.info("%s: translation %.4f m, rotation %.4f rad", m.label, mean[0], mean[1])
     return results
 
 
@@ -247,19 +276,24 @@ def format_table(results: list[MethodResult]) -> str:
     """A plain-text table, errors relative to the first row (full depth) in the last column."""
     ref = results[0].translation_m if results else float("nan")
     header = (
-        f"{'method':<40} {'k/N':>6} {'GFLOPs':>8} {'trans (mm)':>11} {'rot (deg)':>10} {'grip acc':>9} "
+        f"{'method':<40} {'k/N':>6} {'GFLOPs':>8} {'LLM GF':>7} {'trans (mm)':>13} {'rot (deg)':>13} {'grip acc':>9} "
         f"{'1st trans':>10} {'1st rot':>8} {'vs full':>8}"
     )
     lines = [header, "-" * len(header)]
     for r in results:
         rel = (r.translation_m / ref - 1.0) * 100 if ref and math.isfinite(ref) and ref > 0 else float("nan")
         lines.append(
-            f"{r.label:<40} {f'{r.active_layers}/{r.num_layers}':>6} {r.gflops:>8.3f} {r.translation_m * 1e3:>11.2f} "
-            f"{math.degrees(r.rotation_rad):>10.3f} {r.gripper_acc:>9.3f} {r.first_translation_m * 1e3:>10.2f} "
+            f"{r.label:<40} {f'{r.active_layers}/{r.num_layers}':>6} {r.gflops:>8.3f} {r.llm_gflops:>7.3f} "
+            f"{f'{r.translation_m * 1e3:.2f}±{r.translation_m_std * 1e3:.2f}':>13} "
+            f"{f'{math.degrees(r.rotation_rad):.2f}±{math.degrees(r.rotation_rad_std):.2f}':>13} "
+            f"{r.gripper_acc:>9.3f} {r.first_translation_m * 1e3:>10.2f} "
             f"{math.degrees(r.first_rotation_rad):>8.3f} {rel:>+7.1f}%"
         )
     if results:
-        lines.append(f"({results[0].samples} held-out samples; errors are means over the valid steps of each chunk)")
+        lines.append(
+            f"({results[0].samples} held-out samples x {results[0].repeats} noise seed(s); errors are means over the "
+            "valid steps of each chunk, ± the spread over noise seeds)"
+        )
     return "\n".join(lines)
 
 

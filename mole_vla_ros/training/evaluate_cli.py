@@ -53,7 +53,9 @@ def run(args) -> int:
     split = args.split or split
     data = load_held_out(dataset_dir, split, args.max_samples, args.seed)
     methods = standard_methods(args.checkpoint, k, args.baseline_checkpoint, args.ablation_checkpoint)
-    results = evaluate_methods(methods, data, args.batch_size, args.seed, args.device, not args.no_progress)
+    results = evaluate_methods(
+        methods, data, args.batch_size, args.seed, args.device, not args.no_progress, args.repeats
+    )
     table = format_table(results)
     print(f"held-out data: {dataset_dir} (split {split}, {len(data)} samples), k={k} of N={n}")
     print(table)
@@ -88,6 +90,7 @@ def register(sub) -> None:
     p.add_argument("--max-samples", type=int, help="evaluate a fixed random subset of this many samples")
     p.add_argument("--batch-size", type=int, default=32)
     p.add_argument("--seed", type=int, default=0, help="diffusion noise seed (the same for every method)")
+    p.add_argument("--repeats", type=int, default=1, help="diffusion-noise seeds per method (mean ± spread)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--threads", type=int, help="torch CPU threads (1 is fastest on a busy 2-core machine)")
     p.add_argument("--rate", type=float, default=10.0, help="sample rate when --data holds raw episodes")
