@@ -10,11 +10,11 @@ call to the node's enable service: `ros2 service call /mole_vla_policy/enable st
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
-from launch_ros.actions import Node
+
+from mole_vla_ros.ros.launch_parts import policy_node, rviz_node, share_dir
 
 PACKAGE = "mole_vla_ros"
 EXECUTABLE = "mole_vla_policy"
@@ -68,7 +68,7 @@ def _parse_override(name: str, text: str):
 
 
 def _launch_setup(context, *args, **kwargs):
-    share = get_package_share_directory(PACKAGE)
+    share = share_dir()
     params_file = LaunchConfiguration("params_file").perform(context) or os.path.join(share, "config", "mole_vla.yaml")
     overrides = {}
     for arg, _default, _desc, param in ARGUMENTS:
@@ -79,30 +79,18 @@ def _launch_setup(context, *args, **kwargs):
             overrides[param] = _parse_override(param, text)
     use_sim_time = LaunchConfiguration("use_sim_time").perform(context).lower() == "true"
     namespace = LaunchConfiguration("namespace").perform(context)
+    log_level = LaunchConfiguration("log_level").perform(context)
     actions = [
-        Node(
-            package=PACKAGE,
-            executable=EXECUTABLE,
-            name=NODE_NAME,
-            namespace=namespace,
-            output="screen",
-            emulate_tty=True,
-            parameters=[params_file, overrides, {"use_sim_time": use_sim_time}],
-            arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level").perform(context)],
+        policy_node(
+            params_file,
+            overrides,
+            namespace,
+            extra_parameters=[{"use_sim_time": use_sim_time}],
+            arguments=["--ros-args", "--log-level", log_level],
         )
     ]
     if LaunchConfiguration("use_rviz").perform(context).lower() == "true":
-        actions.append(
-            Node(
-                package="rviz2",
-                executable="rviz2",
-                name="mole_vla_rviz",
-                namespace=namespace,
-                arguments=["-d", os.path.join(share, "config", "mole_vla.rviz")],
-                parameters=[{"use_sim_time": use_sim_time}],
-                output="log",
-            )
-        )
+        actions.append(rviz_node(namespace, use_sim_time))
     return actions
 
 

@@ -12,11 +12,12 @@ robot, nothing moves until the enable service is called (dry_run:=true keeps it 
 
 import os
 
-from ament_index_python.packages import get_package_share_directory
 from launch import LaunchDescription
 from launch.actions import DeclareLaunchArgument, OpaqueFunction
 from launch.substitutions import LaunchConfiguration
 from launch_ros.actions import Node
+
+from mole_vla_ros.ros.launch_parts import policy_node, robot_model_node, rviz_node, share_dir
 
 PACKAGE = "mole_vla_ros"
 SIM_EXECUTABLE = "mole_vla_sim_robot"
@@ -42,7 +43,7 @@ ARGUMENTS = [
 
 
 def _launch_setup(context, *args, **kwargs):
-    share = get_package_share_directory(PACKAGE)
+    share = share_dir()
     get = lambda name: LaunchConfiguration(name).perform(context)  # noqa: E731
     namespace = get("namespace")
     control_hz = float(get("control_hz"))
@@ -87,46 +88,11 @@ def _launch_setup(context, *args, **kwargs):
         if get("checkpoint"):
             overrides["policy.checkpoint"] = get("checkpoint")
         params_file = get("params_file") or os.path.join(share, "config", "mole_vla.yaml")
-        actions.append(
-            Node(
-                package=PACKAGE,
-                executable=POLICY_EXECUTABLE,
-                name="mole_vla_policy",
-                namespace=namespace,
-                output="screen",
-                emulate_tty=True,
-                parameters=[params_file, overrides],
-            )
-        )
+        actions.append(policy_node(params_file, overrides, namespace))
     if get("use_rviz").lower() == "true":
-        actions.append(
-            Node(
-                package="rviz2",
-                executable="rviz2",
-                name="mole_vla_rviz",
-                namespace=namespace,
-                arguments=["-d", os.path.join(share, "config", "mole_vla.rviz")],
-                parameters=[{"use_sim_time": True}],
-                output="log",
-            )
-        )
+        actions.append(rviz_node(namespace, use_sim_time=True))
     if get("publish_robot_model").lower() == "true":
-        from launch.substitutions import Command, FindExecutable
-        from launch_ros.parameter_descriptions import ParameterValue
-
-        robot_type = get("robot_type")
-        xacro_file = os.path.join(
-            get_package_share_directory("franka_description"), "robots", robot_type, f"{robot_type}.urdf.xacro"
-        )
-        description = Command([FindExecutable(name="xacro"), " ", xacro_file, " hand:=true"])
-        actions.append(
-            Node(
-                package="robot_state_publisher",
-                executable="robot_state_publisher",
-                namespace=namespace,
-                parameters=[{"robot_description": ParameterValue(description, value_type=str), "use_sim_time": True}],
-            )
-        )
+        actions.append(robot_model_node(get("robot_type"), namespace, use_sim_time=True))
     return actions
 
 
