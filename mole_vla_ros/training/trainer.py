@@ -101,35 +101,8 @@ class _LossModule(nn.Module):
         object.__setattr__(self, "teacher", teacher)  # not a submodule: never wrapped, synced or optimised
 
     def forward(self, batch: dict, generator: torch.Generator) -> dict:
-        tokens = batch.pop("vision_tokens", None)
-        with injected_vision_tokens(self.model, tokens):
-            if tokens is not None:
-                batch["images"] = placeholder_images(self.model, tokens.shape[0])
-            return self.model.compute_loss(batch, teacher=self.teacher, generator=generator)
-
-
-@contextlib.contextmanager
-def injected_vision_tokens(model, tokens: torch.Tensor | None):
-    """While active, model.vision returns `tokens` (cached features of the frozen tower) instead of encoding images.
-
-    The instance attribute shadows VisionTower.forward for this call only; everything after the tower (projector,
-    LLM, router, action head) runs exactly as with images.
-    """
-    if tokens is None:
-        yield
-        return
-    feats = tokens.to(model.device, model.dtype)
-    model.vision.forward = lambda images: feats
-    try:
-        yield
-    finally:
-        del model.vision.forward
-
-
-def placeholder_images(model, batch: int) -> torch.Tensor:
-    """A zero-storage float image batch of the right shape (its pixels are never read while tokens are injected)."""
-    s, v = model.config.image_size, model.config.num_views
-    return torch.zeros((), device=model.device, dtype=model.dtype).expand(batch, v, 3, s, s)
+        # batch holds "images" or the frozen tower's cached "vision_tokens"; compute_loss takes either
+        return self.model.compute_loss(batch, teacher=self.teacher, generator=generator)
 
 
 def micro_seed(seed: int, step: int, micro: int) -> int:
@@ -578,10 +551,12 @@ class Trainer:
         was = self.model.training
         self.model.eval()
         batch = self._prepare(self.train_data.batch(self.probe), torch.Generator(device=self.device).manual_seed(0))
-        tokens = batch.pop("vision_tokens", None)
-        images = placeholder_images(self.model, len(self.probe)) if tokens is not None else batch["images"]
-        with self._full_params(), injected_vision_tokens(self.model, tokens), self._autocast():
-            out = self.model.forward(images, self.model.text_batch(batch["instructions"]), self.k, "star")
+        tokens = batch.get("vision_tokens")
+        images = batch.get("images") if tokens is None else None
+        with self._full_params(), self._autocast():
+            out = self.model.forward(
+                images, self.model.text_batch(batch["instructions"]), self.k, "star", vision_tokens=tokens
+            )
         self.model.train(was)
         return [list(ix) for ix in out.choice.indices]
 
