@@ -2,6 +2,8 @@
 
 import os
 
+import pytest
+
 # If rclpy is present (a ROS 2 install, or the PyPI wheels), DDS must stay on this machine: no multicast discovery
 # on external interfaces from a test run.
 os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")  # Jazzy and later
@@ -20,3 +22,15 @@ try:
     settings.load_profile("ci" if os.environ.get("CI") else os.environ.get("HYPOTHESIS_PROFILE", "dev"))
 except ImportError:  # hypothesis is a dev dependency; without it the property tests are not collected anyway
     pass
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _one_torch_thread():
+    """The 2 shared CI cores are oversubscribed: spinning intra-op threads make small tensor ops (tiny models,
+    backward passes) up to 50x slower, so the suite runs torch on one thread."""
+    import torch
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(previous)

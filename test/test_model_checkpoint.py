@@ -16,16 +16,6 @@ from mole_vla_ros.model.normalization import ActionNormalizer
 from mole_vla_ros.model.policy import MoLeVLAPolicy
 from mole_vla_ros.model.processor import ImageProcessor
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the 2 shared CI cores are oversubscribed; spinning intra-op threads make small backward passes 50x slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 Q01 = [-0.2918, -0.4480, -0.6257, -3.1414, -1.4529, -3.0827, 0]
 Q99 = [0.1530, 0.4487, 0.2474, 3.1415, 1.5703, 3.1176, 1]
 

@@ -6,16 +6,6 @@ import torch
 from mole_vla_ros.model.configuration import MoLeVLAConfig
 from mole_vla_ros.model.modeling import build_model
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the 2 shared CI cores are oversubscribed; spinning intra-op threads make small backward passes 50x slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 INSTRUCTIONS = ["pick up the red cube", "open the top drawer of the cabinet slowly", "push the button"]
 
 

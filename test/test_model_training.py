@@ -11,15 +11,6 @@ from mole_vla_ros.model.configuration import ActionHeadConfig, MoLeVLAConfig
 from mole_vla_ros.model.modeling import build_model
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # the 2 shared CI cores are oversubscribed; spinning intra-op threads make small backward passes 50x slower
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def tiny(seed=0, **overrides):
     torch.manual_seed(seed)
     return build_model(MoLeVLAConfig.preset("tiny", **overrides))

@@ -23,15 +23,6 @@ from mole_vla_ros.replay.untrained import build_untrained_checkpoint  # noqa: E4
 DURATION = 2.0
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    # two cores shared by everyone: one torch thread keeps the tiny model at ~10 ms per inference
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def bag(tmp_path_factory) -> Path:
     return write_synthetic_bag(tmp_path_factory.mktemp("bags") / "synthetic", duration_s=DURATION)

@@ -75,7 +75,8 @@ def line_to(target, yaw=0.0, gripper=1.0):
 
 
 class Robot:
-    """Kinematic robot: follows commanded poses exactly; publishes camera (every 3rd step), EE pose, joints, width."""
+    """Kinematic robot: follows commanded poses (and the first point of joint commands) exactly; publishes camera
+    (every 3rd step), EE pose, joints, width."""
 
     def __init__(self, rt: PolicyRuntime, start: Pose, q=READY_Q):
         self.rt, self.pose, self.q, self.t = rt, start, np.array(q), 0.0
@@ -95,6 +96,8 @@ class Robot:
             out = self.rt.step(self.t)
             if out.pose_command is not None:
                 self.pose = out.pose_command.pose
+            if out.joint_command is not None:
+                self.q = out.joint_command.positions[0]
             outs.append(out)
         self.outputs += outs
         return outs
@@ -323,19 +326,11 @@ def test_joint_mode_disable_while_moving_ends_with_a_trajectory_at_rest():
     robot.run(0.2)
     assert rt.enable() == ""
     before = []
-    for _ in range(60):
-        out = robot.run(DT)[0]
-        if out.joint_command is not None:
-            robot.q = out.joint_command.positions[0]
-        before.append(out)
+    before += robot.run(60 * DT)
     assert np.abs(before[-1].preview.velocity[:3]).max() > 0.2
     rt.disable("operator")
     outs = []
-    for _ in range(60):
-        out = robot.run(DT)[0]
-        if out.joint_command is not None:
-            robot.q = out.joint_command.positions[0]
-        outs.append(out)
+    outs += robot.run(60 * DT)
     cmds = [o.joint_command for o in before + outs if o.joint_command is not None]
     assert not np.any(cmds[-1].velocities)  # JTC's last trajectory ends at rest: it holds there, no abrupt stop
     assert outs[-1].diagnostics.state == "disabled" and outs[-1].joint_command is None
@@ -544,11 +539,7 @@ def test_joint_accelerations_beyond_the_hardware_limit_are_counted(trajectory, o
     robot.run(0.2)
     assert rt.enable() == ""
     outs = []
-    for _ in range(300):
-        out = robot.run(DT)[0]
-        if out.joint_command is not None:
-            robot.q = out.joint_command.positions[0]
-        outs.append(out)
+    outs += robot.run(300 * DT)
     assert (outs[-1].diagnostics.counters.get("joint/acc_over_limit", 0) > 0) == over
     cmds = [o.joint_command for o in outs if o.joint_command is not None]
     if not over:
@@ -732,11 +723,7 @@ def test_joint_mode_stops_in_joint_space_when_even_braking_has_no_ik_solution():
     assert moving[-1].velocity[0] > 0.25  # cruising toward +x
     kin.wall = moving[-1].pose.position[0] + 0.005  # closer than the Cartesian braking distance (3 cm)
     later = []
-    for _ in range(100):
-        out = robot.run(DT)[0]
-        if out.joint_command is not None:
-            robot.q = out.joint_command.positions[0]
-        later.append(out)
+    later += robot.run(100 * DT)
     d = later[-1].diagnostics
     # one stop; afterwards every plan from beyond the wall fails again, so the arm keeps holding at rest
     assert d.counters["joint/brakes"] == 1 and d.rejections()["ik_brake_path"] >= 1
