@@ -45,6 +45,12 @@ def _stamp(msg, t_ns):
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(t_ns), NS)
 
 
+def lead_target(poses, i: int) -> Pose:
+    """The synthetic operator's target at tick i: two ticks ahead of the arm, 5 mm further along x."""
+    p = poses[min(i + 2, len(poses) - 1)]
+    return Pose(p.position + np.array([0.005, 0.0, 0.0]), p.quaternion)
+
+
 def _generating_trajectory(rng, k: int, roll0: float = np.pi - 0.05):
     """Poses P_0..P_k-1 (one per 10 Hz tick) from known actions, and the gripper state per tick."""
     poses = [Pose(np.array([0.4, 0.0, 0.3]), rot.rpy_to_quat(np.array([roll0, 0.1, 0.2])))]
@@ -71,9 +77,11 @@ def write_episode(
     compressed_wrist=False,
     joints=False,
     drop_joint_ticks=(),
+    targets=False,
 ):
     """A synthetic recording: pose 100 Hz (jittered, constant within each tick window), gripper 20 Hz, scene camera
     30 Hz and wrist camera 15 Hz (jittered, frames listed in drop_scene never arrive). Pixel values encode frame ids.
+    With `targets`, a 10 Hz /teleop/target_pose stream leads the measured pose (see lead_target).
     Returns the generating poses, gripper states and each camera's (stamp, frame id) list."""
     ts = get_typestore()
     poses, grip = _generating_trajectory(rng, k, roll0)
@@ -93,6 +101,13 @@ def write_episode(
                 msgs.append((t + 300_000, ALT_TOPICS[2].name, state))
             else:
                 msgs.append((t + 300_000, TOPICS[2].name, m))
+        if targets:  # the commanded target at tick i, ahead of where the arm is
+            tgt = lead_target(poses, i)
+            m = default_message("geometry_msgs/msg/PoseStamped")
+            _stamp(m, T0 + i * TICK)
+            m.pose.position.x, m.pose.position.y, m.pose.position.z = tgt.position
+            m.pose.orientation.x, m.pose.orientation.y, m.pose.orientation.z, m.pose.orientation.w = tgt.quaternion
+            msgs.append((T0 + i * TICK + 400_000, "/teleop/target_pose", m))
         if joints and i not in drop_joint_ticks:  # merged arm + finger joint_states, 50 Hz, constant per tick window
             for j in range(5):
                 t = T0 + i * TICK + j * 20_000_000 + (0 if j == 0 else int(rng.integers(0, 2_000_000)))
@@ -142,6 +157,8 @@ def write_episode(
         topics[1] = TopicSpec(TOPICS[1].name, "sensor_msgs/msg/CompressedImage", QosSpec.sensor_data(), 15)
     if joints:
         topics.append(TopicSpec("/joint_states", "sensor_msgs/msg/JointState", expected_hz=50))
+    if targets:
+        topics.append(TopicSpec("/teleop/target_pose", "geometry_msgs/msg/PoseStamped", expected_hz=10))
     w = EpisodeWriter(root, name, topics, EpisodeMetadata(instruction, cameras=cams), min_free_disk_gb=0)
     for t, topic, m in sorted(msgs, key=lambda x: x[0]):
         w.write(topic, bytes(ts.serialize_cdr(m, m.__msgtype__)), t)
@@ -184,6 +201,46 @@ def test_actions_recomputed_from_poses_match_generating_actions(tmp_path):
             np.testing.assert_allclose(targets[c].position, want.position, atol=1e-5)
             assert abs(abs(float(np.dot(targets[c].quaternion, want.quaternion))) - 1) < 1e-6
         assert g[-1] == grip[-1]
+
+
+@pytest.mark.parametrize("alt", [False, True])
+def test_actions_from_commanded_targets_decode_to_the_targets(tmp_path, alt):
+    """With a recorded target stream, a chunk decoded at the measured pose gives the operator's targets (what the
+    controller must be sent to move like the demonstration), not the lagging measured path."""
+    rng = np.random.default_rng(11)
+    k = 24
+    poses, grip, _ = write_episode(tmp_path, "tgt", rng, k=k, alt=alt, targets=True)
+    cfg = {**CFG, "pose_topic": "franka_robot_state_broadcaster/robot_state"} if alt else dict(CFG)
+    s = episode_samples(tmp_path / "tgt", DatasetConfig(**cfg))
+    state = episode_samples(tmp_path / "tgt", DatasetConfig(**cfg, action_source="state"))
+    assert s.action_source == "command" and state.action_source == "state"
+    assert s.n == state.n + 1  # the last tick has a target to go to, but no next measured pose
+    targets = [lead_target(poses, i) for i in range(k)]
+    first = int(s.frame_index[0])
+    for j in range(s.n):
+        t = int(s.frame_index[j])
+        n_real = int(s.action_mask[j].sum())
+        assert n_real == min(16, k - t)
+        start = Pose(s.ee_pose[j, :3].astype(np.float64), s.ee_pose[j, 3:].astype(np.float64))
+        np.testing.assert_allclose(start.position, poses[t].position, atol=1e-6)
+        decoded, g = SPACE.decode_chunk(start, s.actions[j].astype(np.float64))
+        for c in range(16):
+            want = targets[min(t + c, k - 1)]  # then the hold padding stays at the last target
+            np.testing.assert_allclose(decoded[c].position, want.position, atol=1e-5)
+            assert abs(abs(float(np.dot(decoded[c].quaternion, want.quaternion))) - 1) < 1e-6
+        # action c carries the gripper state the demonstration reached one tick later (as with measured poses)
+        want_g = [grip[min(t + c + 1, k - 1)] for c in range(n_real)]
+        assert g[:n_real].tolist() == want_g, (t, g[:n_real].tolist(), want_g)
+    # the same gripper labels as the measured-pose actions where both exist
+    common = int(state.frame_index[0]) - first
+    np.testing.assert_array_equal(
+        s.actions[common:-1, :, -1][state.action_mask], state.actions[:, :, -1][state.action_mask]
+    )
+    # statistics see every real action: the first (measured -> target) ones and the target-to-target steps
+    assert len(s.step_actions) == s.n + (k - first - 1)
+    with pytest.raises(ValueError, match="target pose"):
+        write_episode(tmp_path, "plain", rng, k=8)
+        episode_samples(tmp_path / "plain", DatasetConfig(**CFG, action_source="command"))
 
 
 def test_images_are_the_newest_frames_at_or_before_each_sample(tmp_path):

@@ -135,7 +135,10 @@ def test_cli_record_writes_labelled_episodes(tmp_path, capsys):
 
 def test_recorded_episodes_pass_the_dataset_builder(recorded, tmp_path):
     """Sim episodes become training samples with no gaps, and each sample's action chunk decoded at its EE pose
-    replays the recorded motion (the same path real demonstrations take)."""
+    gives the expert's commanded targets (the default: the recorded /teleop/target_pose), or with
+    action_source="state" replays the measured motion (the same paths real demonstrations take)."""
+    from dataclasses import replace
+
     from mole_vla_ros.data.dataset import DatasetConfig, TrainingDataset, build_dataset
     from mole_vla_ros.interfaces import Pose
     from mole_vla_ros.runtime.action_space import get_action_space
@@ -153,9 +156,20 @@ def test_recorded_episodes_pass_the_dataset_builder(recorded, tmp_path):
     space = get_action_space(ds.action_space)
     pose = ds.raw("ee_pose", 5)
     poses, gripper = space.decode_chunk(Pose(pose[:3], pose[3:]), item["actions"])
+    assert set(np.unique(gripper)) <= {0.0, 1.0}
+    # sample 5 is tick 5 of the first episode: its chunk ends at the target commanded at tick 5 + 3
+    with EpisodeReader(list_episodes(out)[0]) as ep:
+        targets = [conv.pose_stamped_to_sample(m.msg).pose for m in ep.decoded(["/teleop/target_pose"])]
+    tick = int(ds.raw("frame_index", 5))
+    np.testing.assert_allclose(poses[-1].position, targets[tick + len(poses) - 1].position, atol=1e-5)
+
+    state = build_dataset([out], tmp_path / "ds_state", replace(config, action_source="state"), progress=False)
+    assert state.gaps == 0
+    ds = TrainingDataset(tmp_path / "ds_state", "train", normalize_actions=False)
+    pose = ds.raw("ee_pose", 5)
+    poses, _ = space.decode_chunk(Pose(pose[:3], pose[3:]), ds[5]["actions"])
     later = ds.raw("ee_pose", 5 + len(poses))
     assert np.linalg.norm(poses[-1].position - later[:3]) < 1e-3
-    assert set(np.unique(gripper)) <= {0.0, 1.0}
 
 
 def test_recording_the_same_seed_twice_is_refused_with_the_fix(recorded):

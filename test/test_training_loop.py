@@ -161,6 +161,34 @@ def test_stage1_freezes_the_unused_router(dataset, stage1):
     assert trainer.teacher is None
 
 
+@pytest.mark.parametrize("mode", ["random", "early"])
+def test_skip_baselines_train_their_own_layers_without_the_router(dataset, stage1, tmp_path, mode):
+    out1, _ = stage1
+    trainer = Trainer(
+        tiny(stage="mole", skip_mode=mode, init_from=str(out1 / "final"), steps=2), [dataset], tmp_path, progress=False
+    )
+    router_before = {k: v.clone() for k, v in trainer.model.router.state_dict().items()}
+    llm_before = {k: v.clone() for k, v in trainer.model.llm.state_dict().items()}
+    rows = [trainer.train_step() for _ in range(2)]
+    assert all(torch.equal(router_before[k], v) for k, v in trainer.model.router.state_dict().items())
+    layer_changed = [
+        any(
+            not torch.equal(llm_before[k], v)
+            for k, v in trainer.model.llm.state_dict().items()
+            if k.startswith(f"layers.{i}.")
+        )
+        for i in range(4)
+    ]
+    usage = np.sum([r["usage"] for r in rows], axis=0) / 2
+    assert usage.sum() == pytest.approx(2.0) and all(r["balance"] == 0.0 for r in rows)
+    if mode == "early":
+        assert layer_changed == [True, True, False, False] and usage.tolist() == [1.0, 1.0, 0.0, 0.0]
+    else:
+        assert sum(layer_changed) >= 3  # 4 samples x 2 steps of random pairs reach (almost surely) 3+ layers
+    with pytest.raises(ValueError, match="needs stage='mole'"):
+        tiny(skip_mode=mode)
+
+
 def test_teacher_never_gets_gradients_and_follows_the_ema(dataset, stage1, tmp_path):
     out1, _ = stage1
     trainer = Trainer(
@@ -258,6 +286,11 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
     out1, _ = stage1
     mole = tmp_path / "mole"
     train(tiny(stage="mole", init_from=str(out1 / "final"), steps=4), [dataset], mole, progress=False)
+    early = tmp_path / "early"
+    train(
+        tiny(stage="mole", skip_mode="early", init_from=str(out1 / "final"), steps=2), [dataset], early, progress=False
+    )
+    assert json.loads((early / "final" / "config.json").read_text())["config"]["skip_mode"] == "early"
     rc = main(
         [
             "evaluate",
@@ -267,6 +300,8 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
             str(out1 / "final"),
             "--ablation-checkpoint",
             str(mole / "final"),
+            "--early-checkpoint",
+            str(early / "final"),
             "--data",
             dataset,
             "--out",
@@ -279,7 +314,16 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
     assert rc == 0
     payload = json.loads((tmp_path / "eval" / "eval.json").read_text())
     rows = {r["label"]: r for r in payload["results"]}
-    assert set(rows) >= {"full depth", "MoLe (STAR) k=2", "MoLe w/o CogKD k=2", "random skip k=2", "early exit k=2"}
+    assert set(rows) >= {
+        "full depth",
+        "MoLe (STAR) k=2",
+        "MoLe w/o CogKD k=2",
+        "early exit k=2 (trained)",
+        "random skip k=2 (MoLe model)",
+        "early exit k=2 (MoLe model)",
+    }
+    assert "random skip k=2 (trained)" not in rows  # no --random-checkpoint given
+    assert rows["early exit k=2 (trained)"]["checkpoint"] == str(early / "final")
     assert rows["MoLe (STAR) k=2"]["gflops"] < rows["full depth"]["gflops"]
     assert rows["MoLe (STAR) k=2"]["llm_gflops"] == pytest.approx(rows["full depth"]["llm_gflops"] / 2)
     # the ablation row is the same checkpoint here, so the same noise gives the same numbers

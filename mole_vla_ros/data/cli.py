@@ -33,6 +33,8 @@ def _build(args) -> int:
         chunk_size=args.chunk_size,
         action_space=args.action_space,
         pose_topic=args.pose_topic,
+        action_source=args.action_source,
+        target_pose_topic=args.target_topic,
         gripper_topic=args.gripper_topic,
         gripper_command_topic=args.gripper_command_topic,
         gripper_source=args.gripper_source,
@@ -172,6 +174,14 @@ def register(subparsers) -> None:
         help="JointState with the arm joints, stored as extra proprioception when recorded ('' = never)",
     )
     b.add_argument("--gripper-command-topic", default=Topics.TELEOP_GRIPPER, help="std_msgs/Float32 in [0,1]")
+    b.add_argument(
+        "--action-source",
+        default="auto",
+        choices=["auto", "command", "state"],
+        help="action targets: the recorded target pose (command), the next measured pose (state); auto: command "
+        "when --target-topic has messages",
+    )
+    b.add_argument("--target-topic", default=Topics.TELEOP_TARGET_POSE, help="commanded target pose (PoseStamped)")
     b.add_argument("--gripper-source", default="auto", choices=["auto", "command", "width"])
     b.add_argument(
         "--gripper-open-fraction",

@@ -7,8 +7,13 @@ For every sample time t (a grid at `rate_hz` over the span where all streams hav
   - state:  the newest EE pose <= t within `state_tolerance_s`, the newest gripper reading within `gripper_tolerance_s`
     (a gripper *command* topic, when used, holds its last value);
   - a time missing any of these is left out and reported as a gap (never filled with stale or invented data).
-Actions come from the recorded EE poses and gripper through `runtime.action_space` (`encode_trajectory`: action t takes
-pose_t to pose_t+1 and carries the gripper state it leads to), so decoding a chunk at pose_t replays the demonstration.
+Actions come from the recorded EE poses and gripper through `runtime.action_space`. With `action_source` "command"
+(the default "auto" picks it when the episode recorded the teleop target pose, as the recorder and the simulator do),
+the chunk at t takes the measured pose_t to the *commanded* targets target_t, target_t+1, ...: decoding it at pose_t
+gives the operator's targets, which is what the controller must be sent to move like the demonstration (the arm lags
+its target by one or two control periods; actions made from measured poses alone ask for that lagging motion and run
+slower than the demonstration). With "state" (no target stream recorded), action t takes pose_t to pose_t+1
+(`encode_trajectory`) and carries the gripper state it leads to, so decoding a chunk at pose_t replays the motion.
 Chunks hold `chunk_size` (16) consecutive actions; past the end of a recording they are padded with the *hold* action
 (zero deltas, last absolute values, last gripper), marked in `action_mask`. CogACT pads with normalized 0, which decodes
 to the middle of the q01/q99 range, not to "stay" (a known chunk-seam pitfall); hold padding decodes to staying put.
@@ -77,6 +82,10 @@ class DatasetConfig:
     chunk_size: int = 16
     action_space: str = DEFAULT_ACTION_SPACE
     pose_topic: str = Topics.CURRENT_POSE  # PoseStamped, FrankaRobotState (o_t_ee) or TransformStamped
+    # where action targets come from: 'command' (the recorded target pose stream), 'state' (the next measured pose),
+    # or 'auto' (command when the target topic has messages, else state)
+    action_source: str = "auto"
+    target_pose_topic: str = Topics.TELEOP_TARGET_POSE  # PoseStamped commanded by the teleop device / expert
     gripper_topic: str = Topics.GRIPPER_JOINT_STATES  # JointState with the finger joints (width = sum)
     gripper_command_topic: str = Topics.TELEOP_GRIPPER  # std_msgs/Float32 in [0, 1], 1 = open
     gripper_source: str = "auto"  # 'command', 'width', or 'auto' (command when recorded, else width)
@@ -110,6 +119,8 @@ class DatasetConfig:
             raise ValueError(f"chunk_size must be an int >= 1, got {self.chunk_size!r}")
         if self.action_space not in ACTION_SPACES:
             raise ValueError(f"action_space must be one of {sorted(ACTION_SPACES)}, got {self.action_space!r}")
+        if self.action_source not in ("auto", "command", "state"):
+            raise ValueError(f"action_source must be 'auto', 'command' or 'state', got {self.action_source!r}")
         if self.gripper_source not in ("auto", "command", "width"):
             raise ValueError(f"gripper_source must be 'auto', 'command' or 'width', got {self.gripper_source!r}")
         if not 0 < self.gripper_open_fraction <= 1:
@@ -146,6 +157,7 @@ class EpisodeSamples:
     ticks: int = 0
     gaps: list[Gap] = field(default_factory=list)
     gripper_source: str = ""
+    action_source: str = ""
     angle_center: np.ndarray | None = None  # branch centre used for absolute angles (None: not applicable)
     clock_warnings: list[str] = field(default_factory=list)
 
@@ -273,6 +285,24 @@ def episode_samples(
                 f"EE pose topic {pose_topic} has type {reader.topics[pose_topic]}; expected one of {_POSE_TYPES}"
             )
 
+        action_source, target_topic = config.action_source, None
+        if action_source in ("auto", "command"):
+            try:
+                target_topic = resolve_topic(reader.topics, config.target_pose_topic, "target pose", "--target-topic")
+            except ValueError:
+                if action_source == "command":
+                    raise
+            if target_topic is not None and reader.message_counts.get(target_topic, 0) == 0:
+                if action_source == "command":
+                    raise ValueError(f"target pose topic {target_topic} has no messages in episode {reader.name}")
+                target_topic = None
+            if target_topic is not None and reader.topics[target_topic] not in _POSE_TYPES:
+                raise ValueError(
+                    f"target pose topic {target_topic} has type {reader.topics[target_topic]}; expected one of "
+                    f"{_POSE_TYPES}"
+                )
+            action_source = "command" if target_topic else "state"
+
         source = config.gripper_source
         cmd_topic = None
         if source in ("auto", "command"):
@@ -308,8 +338,9 @@ def episode_samples(
         arm_joints = description.arm_joint_names
         joint_t, joints = [], []
         cam_stamps: dict[str, list[int]] = {t: [] for t in cam_topics.values()}
-        pose_t, poses, grip_t, grips = [], [], [], []
+        pose_t, poses, grip_t, grips, target_t, targets = [], [], [], [], [], []
         wanted = [*cam_topics.values(), pose_topic, grip_topic, *([joint_topic] if joint_topic else [])]
+        wanted += [target_topic] if target_topic else []
         offsets: dict[str, list[int]] = {}  # header stamp - receive time, per topic
         for m in reader.messages(wanted):
             t = _stamp_ns(m.data, m.log_time_ns, has_header(m.msgtype), config.time_source)
@@ -322,6 +353,9 @@ def episode_samples(
             if m.topic == pose_topic:
                 pose_t.append(t)
                 poses.append(_pose_of(msg, m.msgtype))
+            if m.topic == target_topic:
+                target_t.append(t)
+                targets.append(_pose_of(msg, m.msgtype))
             if m.topic == joint_topic:
                 names = list(msg.name)
                 if all(j in names for j in arm_joints):  # merged joint_states may also carry finger-only messages
@@ -344,6 +378,8 @@ def episode_samples(
                 log.warning("episode %s: %s", reader.name, clock_warnings[-1])
 
         streams = {"pose": (pose_t, pose_topic), "gripper": (grip_t, grip_topic)}
+        if target_topic:
+            streams["target pose"] = (target_t, target_topic)
         streams.update({f"camera {c}": (cam_stamps[t], t) for c, t in cam_topics.items()})
         empty = [f"{k} ({topic})" for k, (ts, topic) in streams.items() if not ts]
         if empty:
@@ -369,9 +405,18 @@ def episode_samples(
         cam_idx = {t: latest_at_or_before(s[0], ticks, tol(config.image_tolerance_s)) for t, s in cam_sorted.items()}
 
         gaps = gap_runs("pose", pose_idx < 0, ticks, start) + gap_runs("gripper", grip_idx < 0, ticks, start)
+        if target_topic:
+            # a target stream holds its last value (a teleop device that stops sending means "stay there"); ticks
+            # before the first target are gaps
+            target_ts, target_order = sort_stream(target_t)
+            targets_arr = np.asarray(targets)[target_order]
+            target_idx = latest_at_or_before(target_ts, ticks, np.iinfo(np.int64).max // 4)
+            gaps += gap_runs("target pose", target_idx < 0, ticks, start)
         for c, t in cam_topics.items():
             gaps += gap_runs(f"camera {c}", cam_idx[t] < 0, ticks, start)
         state_ok = (pose_idx >= 0) & (grip_idx >= 0)
+        if target_topic:
+            state_ok &= target_idx >= 0
         images_ok = np.all(np.stack([cam_idx[t] >= 0 for t in cam_topics.values()]), axis=0) if ticks.size else state_ok
         joint_idx = None
         if joint_t:
@@ -391,20 +436,49 @@ def episode_samples(
         C, D = config.chunk_size, space.dim
         rows: list[tuple[int, np.ndarray, np.ndarray]] = []  # (tick, chunk [C, D], mask [C])
         step_actions = []
-        for s, e in segments(state_ok):
-            if e - s < 2:
-                continue
-            seg_poses = [Pose(poses_arr[pose_idx[k], :3], poses_arr[pose_idx[k], 3:]) for k in range(s, e)]
-            g_seg = g_ticks[s:e]
-            if source == "command":
-                # a command acts on the NEXT state: action k (tick k -> k+1) carries the command issued at tick k
-                g_seg = np.concatenate([g_seg[:1], g_seg[:-1]])
-            acts = space.encode_trajectory(seg_poses, g_seg)  # [L-1, D]
-            dims = _angle_dims(space) if config.consistent_angle_branch else []
+        dims = _angle_dims(space) if config.consistent_angle_branch else []
+
+        def on_branch(acts: np.ndarray) -> np.ndarray:
+            """Shift absolute angles onto the 2pi-branch of the episode's (or dataset's) first action."""
+            nonlocal angle_center
             if dims:
                 if angle_center is None:
                     angle_center = (acts[0, dims] + np.pi) % (2 * np.pi) - np.pi
                 acts[:, dims] -= 2 * np.pi * np.round((acts[0, dims] - angle_center) / (2 * np.pi))
+            return acts
+
+        def pose_at(arr: np.ndarray, idx: np.ndarray, k: int) -> Pose:
+            return Pose(arr[idx[k], :3], arr[idx[k], 3:])
+
+        for s, e in segments(state_ok):
+            if e - s < 2:
+                continue
+            g_seg = g_ticks[s:e]
+            if source == "command":
+                # a command acts on the NEXT state: action k (tick k -> k+1) carries the command issued at tick k
+                g_seg = np.concatenate([g_seg[:1], g_seg[:-1]])
+            if action_source == "command":
+                # sample at tick i: measured pose_i -> target_i -> target_i+1 ... (action j carries the gripper
+                # command issued with target_i+j); every real action is counted once for the statistics: each
+                # sample's first action and the target-to-target steps of the segment
+                tgt = [pose_at(targets_arr, target_idx, k) for k in range(s, e)]
+                # g_ext[j + 1]: the gripper value an action leaving tick j carries (as g_seg), one past the segment
+                g_ext = np.concatenate([g_seg, g_ticks[e - 1 : e]])
+                step_actions.append(on_branch(space.encode_trajectory(tgt, g_ext[1:])))
+                for k in range(e - s):
+                    if not images_ok[s + k]:
+                        continue
+                    n_real = min(C, e - s - k)
+                    chunk_poses = [pose_at(poses_arr, pose_idx, s + k), *tgt[k : k + n_real]]
+                    g = g_ext[k : k + n_real + 1]
+                    acts = on_branch(space.encode_trajectory(chunk_poses, g))
+                    step_actions.append(acts[:1])
+                    hold = _hold_action(space, acts[-1], chunk_poses[-1])
+                    chunk = np.concatenate([acts, np.repeat(hold[None], C - n_real, axis=0)])
+                    rows.append((s + k, chunk, np.arange(C) < n_real))
+                continue
+            seg_poses = [pose_at(poses_arr, pose_idx, k) for k in range(s, e)]
+            acts = on_branch(space.encode_trajectory(seg_poses, g_seg))  # [L-1, D]
             step_actions.append(acts)
             hold = _hold_action(space, acts[-1], seg_poses[-1])
             padded = np.concatenate([acts, np.repeat(hold[None], C, axis=0)])
@@ -449,6 +523,7 @@ def episode_samples(
             ticks=int(ticks.size),
             gaps=gaps,
             gripper_source=source,
+            action_source=action_source,
             angle_center=None if angle_center is None else np.asarray(angle_center, dtype=np.float64),
             clock_warnings=clock_warnings,
             joint_positions=(
@@ -671,6 +746,7 @@ def build_dataset(
                 "samples": samples.n,
                 "ticks": samples.ticks,
                 "gripper_source": samples.gripper_source,
+                "action_source": samples.action_source,
                 "joint_positions": samples.joint_positions is not None,
                 "gaps": [g.as_dict() for g in samples.gaps],
                 "clock_warnings": samples.clock_warnings,

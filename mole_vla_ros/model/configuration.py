@@ -61,6 +61,8 @@ class VisionConfig:
     patch_size: int = 16  # "patch" backbone only: non-overlapping conv patchifier
     feature_dim: int = 64  # patch: chosen; efficientnet_lite0: 1280; dinosiglip: 1024 + 1152 = 2176
     freeze: bool = False  # paper: vision frozen, projector trained (spec 1.2)
+    # width of the projector's first layer; None = 4 x feature_dim (Prismatic's fused-gelu-mlp, what CogACT ships)
+    projector_hidden: int | None = None
     # "dinosiglip": local timm weight files (safetensors) for the two towers; None = random init
     dino_weights: str | None = None
     siglip_weights: str | None = None
@@ -69,6 +71,8 @@ class VisionConfig:
         _one_of("vision", "backbone", self.backbone, VISION_BACKBONES)
         _positive_int("vision", "patch_size", self.patch_size)
         _positive_int("vision", "feature_dim", self.feature_dim)
+        if self.projector_hidden is not None:
+            _positive_int("vision", "projector_hidden", self.projector_hidden)
         fixed = {"efficientnet_lite0": 1280, "dinosiglip": 2176}
         if self.backbone in fixed:
             _check(
@@ -76,6 +80,11 @@ class VisionConfig:
                 f"vision.feature_dim must be {fixed[self.backbone]} for backbone {self.backbone!r} (that is what the "
                 f"network outputs), got {self.feature_dim}; remove the override.",
             )
+
+    @property
+    def projector_width(self) -> int:
+        """The projector's first hidden width (projector_hidden, or 4 x feature_dim)."""
+        return self.projector_hidden or 4 * self.feature_dim
 
 
 @dataclass

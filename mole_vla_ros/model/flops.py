@@ -3,7 +3,7 @@
 Stages (the order a prediction runs them):
 
     vision       per-view encoder (patch conv | EfficientNet-Lite0 | DINOv2 ViT-L/14-reg4 + SigLIP SO400M/14)
-    projector    fused GELU MLP F -> 4F -> D -> D on every visual token
+    projector    fused GELU MLP F -> 4F (or vision.projector_hidden) -> D -> D on every visual token
     router       STAR: W_p on all tokens, spatial MLP on the pooled visual feature, 1-layer encoder over the text
     llm          k of N LLaMA decoder layers over the whole sequence (attention with the real length L, SwiGLU MLP)
     action_head  DiT denoiser x DDIM steps, batch doubled when classifier-free guidance is on (cfg_scale != 1)
@@ -281,8 +281,8 @@ def estimate(
     doubled = scale != 1.0  # the model batches cond + uncond rows whenever guidance is on
 
     per_view, vision_detail = vision_macs_per_view(config)
-    f = config.vision.feature_dim
-    projector = linear_macs(visual, f, 4 * f) + linear_macs(visual, 4 * f, lc.hidden_size)
+    f, w = config.vision.feature_dim, config.vision.projector_width
+    projector = linear_macs(visual, f, w) + linear_macs(visual, w, lc.hidden_size)
     projector += linear_macs(visual, lc.hidden_size, lc.hidden_size)
     router = star_router_macs(visual, text_tokens, lc.hidden_size, config.router, n)
     layer = llama_layer_macs(length, lc.hidden_size, lc.num_heads, lc.num_kv_heads, lc.intermediate_size)
@@ -293,7 +293,7 @@ def estimate(
     )
     stages = {
         "vision": StageCost("vision", batch * views * per_view, f"{views} view(s) x {vision_detail}"),
-        "projector": StageCost("projector", batch * projector, f"{visual} tokens, {f}->{4 * f}->{lc.hidden_size}"),
+        "projector": StageCost("projector", batch * projector, f"{visual} tokens, {f}->{w}->{lc.hidden_size}"),
         "router": StageCost("router", batch * router, f"{visual} visual + {text_tokens} text tokens"),
         "llm": StageCost(
             "llm",

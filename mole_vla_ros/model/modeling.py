@@ -2,7 +2,7 @@
 
     MoLeVLA
       vision       VisionTower       shared per-view encoder, views concatenated            [B, V*P, F]
-      projector    FusedMLPProjector F -> 4F -> D -> D (GELU)                               [B, V*P, D]
+      projector    FusedMLPProjector F -> H -> D -> D (GELU, H=4F)                            [B, V*P, D]
       llm          MoLeLlama         embed_tokens, layers[N], norm, rotary_emb; runs only the chosen layers
       router       STARRouter        base_proj, spatial_router, temporal_router, time_proj, temp_controller, temp_bias
       action_head  DiTActionHead     x_embedder, t_embedder, z_embedder(+uncondition), positional_embedding,
@@ -93,7 +93,7 @@ class MoLeVLA(nn.Module):
             )
         d = config.llm.hidden_size
         self.vision = VisionTower(config, pretrained=pretrained)
-        self.projector = FusedMLPProjector(config.vision.feature_dim, d)
+        self.projector = FusedMLPProjector(config.vision.feature_dim, d, config.vision.projector_width)
         self.llm = MoLeLlama(config.llm)
         if pretrained and config.llm.source == "smollm2_gguf":
             load_smollm2_weights(self.llm)

@@ -160,12 +160,13 @@ class VisionTower(nn.Module):
 
 
 class FusedMLPProjector(nn.Module):
-    """Prismatic `fused-gelu-mlp`: Linear(F, 4F) -> GELU -> Linear(4F, D) -> GELU -> Linear(D, D)."""
+    """Prismatic `fused-gelu-mlp`: Linear(F, H) -> GELU -> Linear(H, D) -> GELU -> Linear(D, D), H = 4F by default."""
 
-    def __init__(self, feature_dim: int, hidden_size: int):
+    def __init__(self, feature_dim: int, hidden_size: int, width: int | None = None):
         super().__init__()
-        self.fc1 = nn.Linear(feature_dim, 4 * feature_dim)
-        self.fc2 = nn.Linear(4 * feature_dim, hidden_size)
+        width = width or 4 * feature_dim
+        self.fc1 = nn.Linear(feature_dim, width)
+        self.fc2 = nn.Linear(width, hidden_size)
         self.fc3 = nn.Linear(hidden_size, hidden_size)
         self.act = nn.GELU()
 

@@ -7,6 +7,9 @@
         --init-from runs/pick/full/final --active-layers 4
     # the ablation without CogKD, a resumed run, two CPU processes, several GPUs
     mole-vla train ... --stage mole --no-cogkd
+    # the skip baselines trained with the same recipe and budget: k random layers per sample, or the first k
+    mole-vla train ... --stage mole --skip-mode random
+    mole-vla train ... --stage mole --skip-mode early
     mole-vla train ... --resume auto
     mole-vla train ... --nproc 2
     torchrun --nproc_per_node 8 -m mole_vla_ros.cli train --preset cogact-base --strategy fsdp ...
@@ -37,6 +40,7 @@ _VALUE_OPTIONS = {
     "warmup_steps": int,
     "grad_clip": float,
     "active_layers": int,
+    "skip_mode": str,
     "kd_weight": float,
     "mse_share": float,
     "balance_weight": float,
@@ -157,6 +161,12 @@ def register(sub) -> None:
     p.add_argument("--grad-clip", dest="grad_clip", type=float, help="max global grad norm (0 = off)")
     p.add_argument("--active-layers", dest="active_layers", type=int, help="k, layers STAR runs (stage mole)")
     p.add_argument("--no-cogkd", action="store_true", help="stage mole without the EMA teacher (ablation)")
+    p.add_argument(
+        "--skip-mode",
+        dest="skip_mode",
+        choices=["star", "random", "early"],
+        help="stage mole: star (MoLe, default), or train the random-skip / early-exit baseline at the same k",
+    )
     p.add_argument("--kd-weight", dest="kd_weight", type=float, help="lambda2 (default 0.5)")
     p.add_argument("--mse-share", dest="mse_share", type=float, help="lambda1, MSE share of the KD loss (0.5)")
     p.add_argument("--balance-weight", dest="balance_weight", type=float, help="lambda3 (0.01 as the code; paper 0.1)")

@@ -254,9 +254,15 @@ def standard_methods(
     k: int,
     baseline_checkpoint: str | None = None,
     ablation_checkpoint: str | None = None,
+    random_checkpoint: str | None = None,
+    early_checkpoint: str | None = None,
 ) -> list[Method]:
-    """The comparison of the paper's Table 1 + ablation. Training-free baselines (random skip, early exit) run on the
-    full-depth (stage-1) model when it is given, and on the MoLe model itself."""
+    """The comparison of the paper's Table 1 + ablation.
+
+    random_checkpoint / early_checkpoint: stage-2 models trained with `--skip-mode random` / `--skip-mode early` (the
+    same recipe, budget and teacher as MoLe), each evaluated in the mode it was trained for: the fair baselines.
+    Training-free baselines (random skip, early exit) also run on the MoLe model itself and, when given, on the
+    full-depth (stage-1) model."""
     base = baseline_checkpoint or checkpoint
     methods = [Method("full depth", base, "full", k)]
     if baseline_checkpoint:
@@ -264,8 +270,12 @@ def standard_methods(
     methods.append(Method(f"MoLe (STAR) k={k}", checkpoint, "star", k))
     if ablation_checkpoint:
         methods.append(Method(f"MoLe w/o CogKD k={k}", ablation_checkpoint, "star", k))
-    methods.append(Method(f"random skip k={k}", checkpoint, "random", k))
-    methods.append(Method(f"early exit k={k}", checkpoint, "early", k))
+    if random_checkpoint:
+        methods.append(Method(f"random skip k={k} (trained)", random_checkpoint, "random", k))
+    if early_checkpoint:
+        methods.append(Method(f"early exit k={k} (trained)", early_checkpoint, "early", k))
+    methods.append(Method(f"random skip k={k} (MoLe model)", checkpoint, "random", k))
+    methods.append(Method(f"early exit k={k} (MoLe model)", checkpoint, "early", k))
     if baseline_checkpoint:
         methods.append(Method(f"random skip k={k} (full-depth model)", base, "random", k))
         methods.append(Method(f"early exit k={k} (full-depth model)", base, "early", k))

@@ -2,7 +2,7 @@
 
     mole-vla evaluate --checkpoint runs/pick/mole/final --data runs/pick/full/dataset \\
         --baseline-checkpoint runs/pick/full/final --ablation-checkpoint runs/pick/mole_nokd/final \\
-        --out runs/pick/eval
+        --random-checkpoint runs/pick/random/final --early-checkpoint runs/pick/early/final --out runs/pick/eval
 
 --data is a built dataset (its validation split holds the held-out episodes) or raw episode directories, which
 are then all held out: they are built into <out>/dataset with every episode in one split.
@@ -52,7 +52,14 @@ def run(args) -> int:
     dataset_dir, split = _held_out_dir(args.data, out, int(meta["image_size"]), args.rate)
     split = args.split or split
     data = load_held_out(dataset_dir, split, args.max_samples, args.seed)
-    methods = standard_methods(args.checkpoint, k, args.baseline_checkpoint, args.ablation_checkpoint)
+    methods = standard_methods(
+        args.checkpoint,
+        k,
+        args.baseline_checkpoint,
+        args.ablation_checkpoint,
+        args.random_checkpoint,
+        args.early_checkpoint,
+    )
     results = evaluate_methods(
         methods, data, args.batch_size, args.seed, args.device, not args.no_progress, args.repeats
     )
@@ -85,6 +92,8 @@ def register(sub) -> None:
     p.add_argument("--data", nargs="+", required=True, help="a built dataset (val split) or held-out episodes")
     p.add_argument("--baseline-checkpoint", help="the full-depth (stage 1) checkpoint: full-depth row + baselines")
     p.add_argument("--ablation-checkpoint", help="a stage-2 checkpoint trained with --no-cogkd")
+    p.add_argument("--random-checkpoint", help="a stage-2 checkpoint trained with --skip-mode random (fair baseline)")
+    p.add_argument("--early-checkpoint", help="a stage-2 checkpoint trained with --skip-mode early (fair baseline)")
     p.add_argument("--active-layers", type=int, help="k (default: the checkpoint's)")
     p.add_argument("--split", choices=["train", "val"], help="dataset split to evaluate (default: val)")
     p.add_argument("--max-samples", type=int, help="evaluate a fixed random subset of this many samples")

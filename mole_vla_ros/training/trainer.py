@@ -233,7 +233,7 @@ class Trainer:
             k = cfg.active_layers or mc.active_layers
             if k >= mc.num_layers:
                 log.warning("stage 'mole' with k=%d of N=%d layers skips nothing", k, mc.num_layers)
-            changes.update({"active_layers": k, "skip_mode": "star"})
+            changes.update({"active_layers": k, "skip_mode": cfg.skip_mode})
         if changes:
             model.config = mc.replace(**changes)
         mc = model.config
@@ -242,7 +242,7 @@ class Trainer:
         # what trains: vision tower frozen or not; router only in stage "mole"
         model.vision.frozen = cfg.freeze_vision
         model.vision.encoder.requires_grad_(not cfg.freeze_vision)
-        model.router.requires_grad_(cfg.stage == "mole")
+        model.router.requires_grad_(cfg.stage == "mole" and cfg.skip_mode == "star")
         model.train()
         self.teacher = EMATeacher(model, decay=mc.loss.ema_decay) if cfg.use_teacher else None
         if cfg.stage == "mole" and not cfg.init_from:
@@ -283,9 +283,10 @@ class Trainer:
             self._resume(resume)
         n_train = sum(p.numel() for p in params)
         log.info(
-            "stage %s: %s preset, k=%d of N=%d layers, %d trainable parameters, %d train / %d val samples, "
+            "stage %s (%s): %s preset, k=%d of N=%d layers, %d trainable parameters, %d train / %d val samples, "
             "cached vision features: %s, teacher: %s, device %s%s",
             cfg.stage,
+            mc.skip_mode if cfg.stage == "mole" else "full",
             mc.preset_name,
             self.k,
             mc.num_layers,
@@ -425,7 +426,7 @@ class Trainer:
 
     def _stage_fields(self) -> dict:
         if self.config.stage == "mole":
-            return {"active_layers": self.k, "skip_mode": "star"}
+            return {"active_layers": self.k, "skip_mode": self.config.skip_mode}
         return {"skip_mode": "full"}
 
     def _micro_batch(self, step: int, micro: int) -> dict:
