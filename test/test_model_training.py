@@ -50,17 +50,39 @@ def test_cogkd_matches_the_spec_formula_without_padding():
     torch.testing.assert_close(cogkd_loss(fs, ft, None, eos, lam), expected)
 
 
-def test_cogkd_ignores_padded_positions():
+def test_cogkd_paper_form_matches_equations_14_to_17():
+    g = torch.Generator().manual_seed(3)
+    fs, ft = torch.randn(2, 5, 8, generator=g), torch.randn(2, 5, 8, generator=g)
+    eos = torch.tensor([4, 2])
+    lam = 0.3
+    rows = torch.arange(2)
+    c_s, c_t = fs[rows, eos], ft[rows, eos]
+    m = (torch.einsum("bd,bld->bl", c_t, fs) / math.sqrt(8)).sigmoid()
+    m = (m * (torch.einsum("bd,bld->bl", c_s, fs) / math.sqrt(8)).sigmoid())[..., None]
+    mimic = ((m * ft - m * fs) ** 2).mean()
+    q, p = (m * fs).softmax(-1), (m * ft).softmax(-1)
+    rkl = (q * (q.log() - p.log())).sum(-1).mean()
+    torch.testing.assert_close(cogkd_loss(fs, ft, None, eos, lam, form="paper"), lam * mimic + (1 - lam) * rkl)
+    assert cogkd_loss(fs, fs.clone(), None, eos, form="paper").item() == 0.0
+    # the scale users see: the paper's form is the size of the mismatch, the code's ~1/L^2 of it (40 tokens here)
+    fs, ft = torch.randn(2, 40, 8, generator=g), torch.randn(2, 40, 8, generator=g)
+    assert cogkd_loss(fs, ft, None, eos, form="paper") > 20 * cogkd_loss(fs, ft, None, eos)
+    with pytest.raises(ValueError, match="CogKD form"):
+        cogkd_loss(fs, ft, None, eos, form="sigmoid")
+
+
+@pytest.mark.parametrize("form", ["code", "paper"])
+def test_cogkd_ignores_padded_positions(form):
     g = torch.Generator().manual_seed(2)
     fs, ft = torch.randn(2, 10, 8, generator=g), torch.randn(2, 10, 8, generator=g)
     mask = torch.ones(2, 10, dtype=torch.long)
     mask[0, 6:] = 0
     eos = torch.tensor([5, 9])
-    base = cogkd_loss(fs, ft, mask, eos)
+    base = cogkd_loss(fs, ft, mask, eos, form=form)
     fs2, ft2 = fs.clone(), ft.clone()
     fs2[0, 6:] += 100.0
     ft2[0, 6:] -= 50.0
-    assert torch.equal(cogkd_loss(fs2, ft2, mask, eos), base)
+    assert torch.equal(cogkd_loss(fs2, ft2, mask, eos, form=form), base)
 
 
 def test_ema_teacher_is_frozen_full_depth_and_updates_by_formula():

@@ -29,6 +29,9 @@ from mole_vla_ros.training.trainer import micro_seed
         ({"cache_vision_features": "on", "augment": {"enabled": True}}, ["augmentation", "Turn augmentation off"]),
         ({"augment": {"crop_scale": (0.5, 1.5)}}, ["augment.crop_scale", "(0.5, 1.5)"]),
         ({"nonsense": 1}, ["unknown field", "nonsense"]),
+        ({"kd_form": "sigmoid"}, ["kd_form", "'sigmoid'", "paper"]),
+        ({"skip_mode": "random"}, ["skip_mode='random'", "stage='mole'"]),
+        ({"stage": "mole", "skip_mode": "mod"}, ["skip_mode", "'mod'", "early"]),
     ],
 )
 def test_bad_values_are_explained(change, words):
@@ -85,6 +88,10 @@ def test_cli_options_map_onto_the_config(tmp_path):
                 "--stage",
                 "mole",
                 "--no-cogkd",
+                "--skip-mode",
+                "early",
+                "--kd-form",
+                "code",
                 "--steps",
                 "12",
                 "--seed",
@@ -98,6 +105,7 @@ def test_cli_options_map_onto_the_config(tmp_path):
         )
     )
     assert (cfg.stage, cfg.cogkd, cfg.steps, cfg.warmup_steps, cfg.seed) == ("mole", False, 12, 7, 5)
+    assert (cfg.skip_mode, cfg.kd_form, TrainingConfig.preset("sim-default").kd_form) == ("early", "code", "paper")
     assert cfg.augment.enabled and cfg.lr == TrainingConfig.preset("sim-default").lr
     assert cfg.model_overrides["llm.num_layers"] == 6 and cfg.model_overrides["llm.tokenizer"] == "byte"
     assert cfg.model_overrides["vision.backbone"] == "efficientnet_lite0"  # the preset's overrides are kept

@@ -138,7 +138,7 @@ def test_tiny_training_lowers_the_loss(stage1):
 def test_router_choices_change_with_stage2_training(dataset, stage1, tmp_path):
     out1, _ = stage1
     # the paper's lambda3 = 0.1 (the code's effective 0.01 also moves the router, but more slowly)
-    cfg = tiny(stage="mole", init_from=str(out1 / "final"), steps=25, lr=3e-3, balance_weight=0.1)
+    cfg = tiny(stage="mole", init_from=str(out1 / "final"), steps=25, lr=3e-3, balance_weight=0.1, kd_form="paper")
     before = load_file(str(out1 / "final" / "model.safetensors"))
     summary = train(cfg, [dataset], tmp_path, progress=False)
     after = load_file(str(tmp_path / "final" / "model.safetensors"))
@@ -149,6 +149,7 @@ def test_router_choices_change_with_stage2_training(dataset, stage1, tmp_path):
     assert sum(summary.layer_usage) == pytest.approx(2.0)
     meta = json.loads((tmp_path / "final" / "config.json").read_text())
     assert meta["config"]["active_layers"] == 2 and meta["config"]["skip_mode"] == "star"
+    assert meta["config"]["loss"]["kd_form"] == "paper" and summary.final_cogkd > 1e-4  # the paper's scale
     assert meta["extra"]["training"]["stage"] == "mole" and meta["extra"]["training"]["cogkd"] is True
 
 

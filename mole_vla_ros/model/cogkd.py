@@ -9,6 +9,13 @@
       M       = softmax(c_t . Fs^T / sqrt d) * softmax(c_s . Fs^T / sqrt d)     (c = feature at the EOS token)
       loss    = mean over real tokens and channels of M * kd_elem               (padding masked out)
   The mask is not detached (the code lets gradients flow through it). M ~ 1/L^2, so the term is small by design.
+- `form="paper"`: the paper's equations 14-17 (spec 3.1; 3.3 names it the paper-faithful alternative)
+      M       = sigmoid(c_t . Fs^T / sqrt d) * sigmoid(c_s . Fs^T / sqrt d)      per token, in (0, 1)
+      mimic   = mean over real tokens and channels of (M * Ft - M * Fs)^2          (the adapter mu = identity)
+      RKL     = mean over real tokens of KL(softmax(M * Fs) || softmax(M * Ft))   (over the hidden channels)
+      loss    = l1 * mimic + (1 - l1) * RKL
+  Its scale is that of the feature mismatch itself, so with lambda2 = 0.5 it actually pulls on a small model,
+  where the code's form measured ~1e-5 of the diffusion loss (models/default's card has the comparison).
 """
 
 from __future__ import annotations
@@ -64,22 +71,48 @@ class EMATeacher(nn.Module):
         return n
 
 
+KD_FORMS = ("code", "paper")
+
+
+def _paper_cogkd(fs, ft, valid, eos_index, mse_share):
+    b, _length, d = fs.shape
+    rows = torch.arange(b, device=fs.device)
+    c_s, c_t = fs[rows, eos_index], ft[rows, eos_index]
+    scale = d**-0.5
+    m = torch.sigmoid(torch.einsum("bd,bld->bl", c_t, fs) * scale) * torch.sigmoid(
+        torch.einsum("bd,bld->bl", c_s, fs) * scale
+    )
+    m = (m * valid)[..., None]
+    ms, mt = m * fs, m * ft
+    n_tokens = valid.sum().clamp(min=1)
+    mimic = ((mt - ms) ** 2).sum() / (n_tokens * d)
+    log_q, log_p = torch.log_softmax(ms, dim=-1), torch.log_softmax(mt, dim=-1)
+    rkl = ((log_q.exp() * (log_q - log_p)).sum(-1) * valid).sum() / n_tokens
+    return mse_share * mimic + (1.0 - mse_share) * rkl
+
+
 def cogkd_loss(
     fs: torch.Tensor,
     ft: torch.Tensor,
     mask: torch.Tensor | None,
     eos_index: torch.Tensor,
     mse_share: float = 0.5,
+    form: str = "code",
 ) -> torch.Tensor:
     """Token-weighted MSE + reverse-KL between student features fs and teacher features ft, both [B, L, D].
 
     mask [B, L] (1 = real token, None = no padding); eos_index [B] is the cognition token of each row.
+    form: "code" (the released code, default) or "paper" (equations 14-17); see the module docstring.
     """
     if fs.shape != ft.shape:
         raise ValueError(f"student and teacher features differ in shape: {list(fs.shape)} vs {list(ft.shape)}.")
+    if form not in KD_FORMS:
+        raise ValueError(f"CogKD form must be one of {list(KD_FORMS)}, got {form!r}.")
     fs32, ft32 = fs.float(), ft.float()
     b, length, d = fs32.shape
     valid = torch.ones(b, length, dtype=torch.bool, device=fs.device) if mask is None else mask.bool()
+    if form == "paper":
+        return _paper_cogkd(fs32, ft32, valid, eos_index, mse_share)
     mse = (ft32 - fs32) ** 2
     p = torch.softmax(ft32, dim=-1)
     q = torch.softmax(fs32, dim=-1)

@@ -211,9 +211,13 @@ class LossConfig:
     mse_share: float = 0.5  # lambda1: kd_elem = (1 - lambda1) * reverse-KL + lambda1 * MSE
     balance_weight: float = 0.01  # effective lambda3 of the code (paper: 0.1)
     ema_decay: float = 0.999
+    # "code": the released code's softmax-weighted loss (M ~ 1/L^2, tiny); "paper": equations 14-17 (sigmoid token
+    # mask on the features), whose scale is the feature mismatch itself. See model/cogkd.py.
+    kd_form: str = "code"
 
     def __post_init__(self):
         _check(self.kd_weight >= 0, f"loss.kd_weight must be >= 0, got {self.kd_weight}.")
+        _one_of("loss", "kd_form", self.kd_form, ("code", "paper"))
         _unit_interval("loss", "mse_share", self.mse_share, closed_right=True)
         _check(self.balance_weight >= 0, f"loss.balance_weight must be >= 0, got {self.balance_weight}.")
         _unit_interval("loss", "ema_decay", self.ema_decay)

@@ -293,7 +293,12 @@ class MoLeVLA(nn.Module):
         if teacher is not None:
             teacher_hidden = teacher(out.inputs.embeds, out.inputs.mask)
             kd = cogkd_loss(
-                out.hidden, teacher_hidden, out.inputs.mask, out.inputs.eos_index, self.config.loss.mse_share
+                out.hidden,
+                teacher_hidden,
+                out.inputs.mask,
+                out.inputs.eos_index,
+                self.config.loss.mse_share,
+                self.config.loss.kd_form,
             )
         else:
             kd = diffusion.new_zeros(())

@@ -43,6 +43,7 @@ _VALUE_OPTIONS = {
     "skip_mode": str,
     "kd_weight": float,
     "mse_share": float,
+    "kd_form": str,
     "balance_weight": float,
     "ema_decay": float,
     "seed": int,
@@ -169,6 +170,9 @@ def register(sub) -> None:
     )
     p.add_argument("--kd-weight", dest="kd_weight", type=float, help="lambda2 (default 0.5)")
     p.add_argument("--mse-share", dest="mse_share", type=float, help="lambda1, MSE share of the KD loss (0.5)")
+    p.add_argument(
+        "--kd-form", dest="kd_form", choices=["code", "paper"], help="CogKD as the released code or as the paper"
+    )
     p.add_argument("--balance-weight", dest="balance_weight", type=float, help="lambda3 (0.01 as the code; paper 0.1)")
     p.add_argument("--ema-decay", dest="ema_decay", type=float, help="EMA teacher decay (0.999)")
     p.add_argument("--train-vision", action="store_true", help="train the vision tower too (default: frozen)")

@@ -87,6 +87,7 @@ class TrainingConfig:
     skip_mode: str = "star"
     kd_weight: float | None = None  # None = model config (lambda2 = 0.5)
     mse_share: float | None = None  # None = model config (lambda1 = 0.5)
+    kd_form: str | None = None  # None = model config ("code"); "paper": equations 14-17 (see model/cogkd.py)
     balance_weight: float | None = None  # None = model config (0.01, the code's effective lambda3)
     ema_decay: float | None = None  # None = model config (0.999)
     freeze_vision: bool = True  # the paper freezes the towers and trains the projector
@@ -138,6 +139,8 @@ class TrainingConfig:
                 _number(name, getattr(self, name), 0.0)
         if self.mse_share is not None:
             _number("mse_share", self.mse_share, 0.0, 1.0)
+        if self.kd_form is not None:
+            _one_of("kd_form", self.kd_form, ("code", "paper"))
         if self.ema_decay is not None and not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
             _fail(f"ema_decay must be in [0, 1), got {self.ema_decay!r}; 0.999 is the paper's value.")
         _positive_int("steps", self.steps)
@@ -274,6 +277,9 @@ def _sim_default() -> TrainingConfig:
         eval_interval=250,
         save_interval=250,
         dataset_image_size=128,
+        # the paper's CogKD equations: the released code's form measured ~1e-5 of the diffusion loss on this model
+        # (no effect either way), the paper's form pulls with the size of the feature mismatch
+        kd_form="paper",
         # one thread per process: on a busy 2-core machine two OpenMP threads spin against other processes and
         # ran 25x slower in our measurements; stage 2 and its ablation then train side by side on the two cores
         threads=1,

@@ -225,7 +225,7 @@ class Trainer:
         mc = model.config
         # the training choices the saved checkpoint should carry
         changes = {}
-        for name in ("kd_weight", "mse_share", "balance_weight", "ema_decay"):
+        for name in ("kd_weight", "mse_share", "kd_form", "balance_weight", "ema_decay"):
             value = getattr(cfg, name)
             if value is not None:
                 changes[f"loss.{name}"] = value
