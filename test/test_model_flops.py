@@ -107,6 +107,30 @@ def test_small_shapes_match_flop_counter_on_meta_device():
     assert counted(model.llm.forward_full, embeds) == report.flops("llm")
 
 
+@pytest.mark.parametrize("stride", [32, 16])
+def test_efficientnet_feature_stride_tokens_and_flops_match_the_tower(stride):
+    pytest.importorskip("efficientnet_lite_pytorch")
+    from mole_vla_ros.model.tokenizer import ByteTokenizer
+
+    config = MoLeVLAConfig.preset(
+        "small",
+        camera_names=("scene", "wrist"),
+        image_size=128,
+        **{"vision.feature_stride": stride, "vision.feature_dim": 1280 if stride == 32 else 112},
+    )
+    model = build_model(config, "cpu", pretrained=False, tokenizer=ByteTokenizer()).eval()
+    tokens = model.vision(torch.rand(1, 2, 3, 128, 128))
+    side = 128 // stride
+    assert tokens.shape == (1, 2 * side * side, config.vision.feature_dim) and config.tokens_per_view == side * side
+    report = flops.estimate(config, 30, active_layers=config.llm.num_layers)
+    assert counted(model.vision, torch.rand(1, 2, 3, 128, 128)) == report.flops("vision")
+    if stride == 16:  # the dropped blocks and head are not in the model (nor in its checkpoints)
+        assert len(model.vision.encoder.net._blocks) == 11
+        assert not any("_conv_head" in k for k in model.state_dict())
+    with pytest.raises(ValueError, match="feature_dim must be 112"):
+        MoLeVLAConfig.preset("small", **{"vision.feature_stride": 16})
+
+
 def test_paper_reference_within_one_and_a_half_percent():
     ref = flops.cogact_base_reference()
     assert abs(ref.full_rel_error) < 0.015, ref.summary()

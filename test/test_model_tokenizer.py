@@ -16,6 +16,15 @@ def test_prompt_is_the_cogact_prompt_with_lower_cased_instruction():
         build_prompt("")
 
 
+def test_prompt_template_shortens_the_byte_sequence_and_is_validated():
+    short = build_tokenizer(LLMConfig(prompt_template="{instruction}"))
+    full = build_tokenizer(LLMConfig())
+    assert bytes(short.encode("Pick up the red cube")[:-1]).decode() == "pick up the red cube"
+    assert len(full.encode("pick up the red cube")) - len(short.encode("pick up the red cube")) == 48
+    with pytest.raises(ValueError, match="prompt_template must contain"):
+        LLMConfig(prompt_template="pick up something")
+
+
 def test_byte_tokenizer_ends_rows_with_eos_and_right_pads():
     tok = ByteTokenizer()
     batch = tok.batch(["go", "pick up the cube"])

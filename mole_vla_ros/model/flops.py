@@ -95,25 +95,28 @@ def vit_macs(image_size: int, spec: ViTSpec, blocks_run: int) -> int:
     return embed + blocks_run * vit_block_macs(side * side + prefix, spec.embed_dim, spec.mlp_hidden)
 
 
-def efficientnet_lite0_macs(image_size: int) -> int:
-    """EfficientNet-Lite0 `extract_features` (stem, 16 MBConv blocks, 1x1 head conv to 1280; no classifier)."""
+def efficientnet_lite0_macs(image_size: int, stride: int = 32) -> int:
+    """EfficientNet-Lite0 `extract_features` (stem, 16 MBConv blocks, 1x1 head conv to 1280; no classifier), or with
+    stride 16 the stem and the blocks of the stride-16 stages only (vision.feature_stride)."""
 
     def down(x: int, stride: int) -> int:
         return -(-x // stride)  # TF "same" padding: ceil(x / stride)
 
     side = down(image_size, 2)
     total = conv2d_macs(side, side, 3, _LITE0_STEM, 3)
-    for expand, kernel, stride, c_in, c_out, repeats in _LITE0_STAGES:
+    stages = _LITE0_STAGES if stride == 32 else _LITE0_STAGES[:5]
+    for expand, kernel, s_stage, c_in, c_out, repeats in stages:
         for r in range(repeats):
             cin = c_in if r == 0 else c_out
-            s = stride if r == 0 else 1
+            s = s_stage if r == 0 else 1
             mid = cin * expand
             if expand != 1:
                 total += conv2d_macs(side, side, cin, mid, 1)
             side = down(side, s)
             total += conv2d_macs(side, side, mid, mid, kernel, groups=mid)
             total += conv2d_macs(side, side, mid, c_out, 1)
-    total += conv2d_macs(side, side, _LITE0_STAGES[-1][4], _LITE0_HEAD, 1)
+    if stride == 32:
+        total += conv2d_macs(side, side, _LITE0_STAGES[-1][4], _LITE0_HEAD, 1)
     return total
 
 
@@ -227,7 +230,8 @@ def vision_macs_per_view(config: MoLeVLAConfig) -> tuple[int, str]:
         side = size // vc.patch_size
         return conv2d_macs(side, side, 3, vc.feature_dim, vc.patch_size), f"conv {vc.patch_size}px patches"
     if vc.backbone == "efficientnet_lite0":
-        return efficientnet_lite0_macs(size), "EfficientNet-Lite0 features"
+        detail = "EfficientNet-Lite0 features" + (" (stride 16)" if vc.feature_stride == 16 else "")
+        return efficientnet_lite0_macs(size, vc.feature_stride), detail
     # dinosiglip: the featurizer stops after the second-to-last block of each tower (vit.penultimate_patches)
     dino = vit_macs(size, DINOV2_L14_REG4, DINOV2_L14_REG4.depth - 1)
     siglip = vit_macs(size, SIGLIP_SO400M_14, SIGLIP_SO400M_14.depth - 1)

