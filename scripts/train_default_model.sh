@@ -16,7 +16,7 @@ PY=${PY:-.venv/bin/python}
 WORK=${WORK:-runs/default_model}
 EPISODES=${EPISODES:-200}        # scripted pick demonstrations, seeds 1000..1199 (closed-loop evaluation: 5000..)
 STEPS1=${STEPS1:-3000}           # stage 1 optimizer steps (batch 32)
-STEPS2=${STEPS2:-1500}           # stage 2 optimizer steps (batch 32), for MoLe and each comparison run
+STEPS2=${STEPS2:-1000}           # stage 2 optimizer steps (batch 32), for MoLe and each comparison run
 SIM_EPISODES=${SIM_EPISODES:-30} # closed-loop episodes per setting in the simulator (0 = skip)
 EVAL_SAMPLES=${EVAL_SAMPLES:-480} # held-out samples for the offline comparison (fixed random subset)
 THREADS=${THREADS:-$(nproc)}     # torch threads for stage 1; stage-2 runs use one thread each, $THREADS at a time

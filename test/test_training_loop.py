@@ -333,3 +333,26 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
         assert 0 <= r["gripper_acc"] <= 1 and r["translation_m"] > 0 and r["samples"] == payload["samples"]
         assert r["repeats"] == 2 and r["translation_m_std"] > 0  # two noise seeds give two different means
     assert (tmp_path / "eval" / "eval.png").stat().st_size > 10_000
+    assert "instruction_swap" in payload  # None here: the held-out split has one instruction
+
+
+def test_instruction_swap_measures_whether_the_policy_listens(dataset, stage1):
+    from mole_vla_ros.training.evaluate import instruction_sensitivity, load_held_out
+
+    out1, _ = stage1
+    data = load_held_out(dataset, "train", max_samples=24)
+    assert sorted(set(data.instructions)) == ["move left", "move right"]
+    swap = instruction_sensitivity(str(out1 / "final"), data, 4, "full", batch_size=8)
+    assert swap["instructions"] == ["move left", "move right"] and swap["end_point_change_m"] >= 0
+    # the error is that of each chunk's last valid step, as chunk_errors decodes it (same noise seed)
+    from mole_vla_ros.model.checkpoint import load_checkpoint
+    from mole_vla_ros.training.evaluate import chunk_errors, predict_all
+
+    model, normalizer, _ = load_checkpoint(str(out1 / "final"))
+    pred = predict_all(model, normalizer, data, "full", 4, 8, 0)
+    trans, _, _, mask = chunk_errors(pred, data.actions, data.mask, data.ee_pose, data.action_space)
+    last = mask.sum(1) - 1
+    assert swap["end_point_error_m"] == pytest.approx(trans[np.arange(len(data)), last].mean(), rel=1e-6)
+    single = load_held_out(dataset, "val")
+    if len(set(single.instructions)) == 1:
+        assert instruction_sensitivity(str(out1 / "final"), single, 4, "full") is None

@@ -249,6 +249,53 @@ def evaluate_methods(
     return results
 
 
+def instruction_sensitivity(
+    checkpoint: str, data: HeldOut, k: int, skip_mode: str, batch_size: int = 32, seed: int = 0, device: str = "cpu"
+) -> dict | None:
+    """Does the policy listen? Every held-out sample is predicted with its own instruction and with another
+    instruction of the data set (the next one in sorted order), with the same noise. Returns the mean distance (m)
+    between the two predicted end points of each chunk (valid steps), next to the policy's own end-point error: a
+    policy that ignores the words moves the same either way. None when the data holds a single instruction."""
+    from mole_vla_ros.model.checkpoint import load_checkpoint
+
+    texts = sorted(set(data.instructions))
+    if len(texts) < 2:
+        return None
+    model, normalizer, _ = load_checkpoint(checkpoint, device=device)
+    other = [texts[(texts.index(t) + 1) % len(texts)] for t in data.instructions]
+    swapped = HeldOut(**{**asdict_shallow(data), "instructions": other})
+    own = predict_all(model, normalizer, data, skip_mode, k, batch_size, seed)
+    alt = predict_all(model, normalizer, swapped, skip_mode, k, batch_size, seed)
+    from mole_vla_ros.runtime.action_space import get_action_space
+
+    space = get_action_space(data.action_space)
+    last = np.maximum(data.mask.sum(1).astype(int) - 1, 0)  # last valid step of each chunk
+
+    def end_points(chunks: np.ndarray) -> np.ndarray:
+        return np.stack(
+            [
+                space.decode_arrays(data.ee_pose[i, :3], data.ee_pose[i, 3:7], chunks[i])[0][last[i]]
+                for i in range(len(data))
+            ]
+        )
+
+    p_own, p_alt, p_true = end_points(own), end_points(alt), end_points(data.actions)
+    return {
+        "skip_mode": skip_mode,
+        "active_layers": k,
+        "end_point_change_m": float(np.linalg.norm(p_alt - p_own, axis=1).mean()),
+        "end_point_error_m": float(np.linalg.norm(p_own - p_true, axis=1).mean()),
+        "instructions": texts,
+    }
+
+
+def asdict_shallow(obj) -> dict:
+    """Dataclass fields without deep-copying the (large) arrays."""
+    import dataclasses
+
+    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
+
+
 def standard_methods(
     checkpoint: str,
     k: int,

@@ -36,7 +36,14 @@ def _held_out_dir(paths: list[str], out: Path, image_size: int, rate_hz: float) 
 def run(args) -> int:
     from mole_vla_ros.model.checkpoint import read_checkpoint_meta
 
-    from .evaluate import evaluate_methods, format_table, load_held_out, plot_results, standard_methods
+    from .evaluate import (
+        evaluate_methods,
+        format_table,
+        instruction_sensitivity,
+        load_held_out,
+        plot_results,
+        standard_methods,
+    )
 
     if args.threads:
         import torch
@@ -64,6 +71,13 @@ def run(args) -> int:
         methods, data, args.batch_size, args.seed, args.device, not args.no_progress, args.repeats
     )
     table = format_table(results)
+    listening = instruction_sensitivity(args.checkpoint, data, k, "star", args.batch_size, args.seed, args.device)
+    if listening:
+        table += (
+            f"\ninstruction swap (MoLe k={k}): chunk end points move {listening['end_point_change_m'] * 1e3:.1f} mm when "
+            f"each sample gets another instruction ({' / '.join(listening['instructions'])}); their error is "
+            f"{listening['end_point_error_m'] * 1e3:.1f} mm. Near zero = the policy ignores the words."
+        )
     print(f"held-out data: {dataset_dir} (split {split}, {len(data)} samples), k={k} of N={n}")
     print(table)
     payload = {
@@ -73,6 +87,7 @@ def run(args) -> int:
         "active_layers": k,
         "num_layers": n,
         "results": [r.to_dict() for r in results],
+        "instruction_swap": listening,
     }
     (out / "eval.json").write_text(json.dumps(payload, indent=2) + "\n", encoding="utf-8")
     (out / "eval.txt").write_text(table + "\n", encoding="utf-8")
