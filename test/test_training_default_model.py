@@ -48,6 +48,12 @@ def test_default_model_is_small_and_documented():
     meta = json.loads((MODEL / "config.json").read_text(encoding="utf-8"))
     training = meta["extra"]["training"]
     assert training["stage"] == "mole" and training["cogkd"] is True and training["active_layers"] == 4
+    assert meta["config"]["loss"]["kd_form"] == "paper"
     results = json.loads((MODEL / "eval" / "eval.json").read_text(encoding="utf-8"))["results"]
     labels = {r["label"] for r in results}
-    assert {"full depth", "MoLe (STAR) k=4", "MoLe w/o CogKD k=4", "random skip k=4", "early exit k=4"} <= labels
+    trained = {"random skip k=4 (trained)", "early exit k=4 (trained)"}
+    assert {"full depth", "MoLe (STAR) k=4", "MoLe w/o CogKD k=4", *trained} <= labels
+    # the closed-loop numbers the card quotes are on disk, per setting
+    rows = json.loads((MODEL / "eval" / "sim_eval.json").read_text(encoding="utf-8"))
+    assert {(r["skip_mode"], r["episodes"]) for r in rows} >= {("full", 30), ("star", 30)}
+    assert all(0 <= r["successes"] <= r["episodes"] for r in rows)
