@@ -7,9 +7,9 @@
 #   STEPS1=500 STEPS2=300 bash scripts/train_default_model.sh     # a quick, much weaker run
 #
 # Every stage resumes (--resume auto) and finished stages are skipped, so the script can be re-run after a stop.
-# Budget measured on this 2-core CPU (MODEL_CARD.md has the exact times): recording ~2 min, dataset ~1 min,
-# vision features ~5 min, stage 1 ~0.5 s/step on two threads, the four stage-2 runs two at a time on one thread
-# each, evaluation ~15 min, closed loop ~5 min.
+# Measured on this 2-core CPU (MODEL_CARD.md): about 90 minutes in all: recording ~2 min, dataset ~1 min, vision
+# features ~3 min, stage 1 ~0.75 s/step on two threads (~40 min), the four stage-2 runs two at a time on one thread
+# each (~36 min), offline evaluation ~6 min, closed loop ~2 min.
 set -euo pipefail
 
 PY=${PY:-.venv/bin/python}
@@ -88,23 +88,25 @@ if [ "$SIM_EPISODES" -gt 0 ]; then
   # k = 4, and each trained comparison in the mode it was trained for
   stamp "closed loop in the simulator, $SIM_EPISODES episodes per setting"
   export OMP_NUM_THREADS=1
-  SIM="$CLI sim eval --task pick --episodes $SIM_EPISODES --seed 5000 --image-size 128"
-  $SIM --checkpoint "$WORK/mole/final" --skip-mode full star --active-layers 4 --json "$WORK/eval/sim_eval.json" &
+  SIM="$CLI sim eval --task pick --episodes $SIM_EPISODES --seed 5000 --image-size 128 --active-layers 4"
+  run_sim() { # json/txt name, checkpoint, skip modes...
+    local name=$1 ckpt=$2
+    shift 2
+    $SIM --checkpoint "$ckpt" --skip-mode "$@" --json "$WORK/eval/$name.json" > "$WORK/eval/$name.txt" 2>&1
+  }
+  run_sim sim_eval "$WORK/mole/final" full star &
   P1=$!
-  $SIM --checkpoint "$WORK/mole_nokd/final" --skip-mode star --active-layers 4 \
-    --json "$WORK/eval/sim_eval_nocogkd.json" > "$WORK/eval/sim_eval_nocogkd.txt" 2>&1 &
+  run_sim sim_eval_nocogkd "$WORK/mole_nokd/final" star &
   P2=$!
   wait $P1
   wait $P2
-  $SIM --checkpoint "$WORK/random/final" --skip-mode random --active-layers 4 \
-    --json "$WORK/eval/sim_eval_random.json" > "$WORK/eval/sim_eval_random.txt" 2>&1 &
+  run_sim sim_eval_random "$WORK/random/final" random &
   P1=$!
-  $SIM --checkpoint "$WORK/early/final" --skip-mode early --active-layers 4 \
-    --json "$WORK/eval/sim_eval_early.json" > "$WORK/eval/sim_eval_early.txt" 2>&1 &
+  run_sim sim_eval_early "$WORK/early/final" early &
   P2=$!
   wait $P1
   wait $P2
-  tail -n 4 "$WORK"/eval/sim_eval_*.txt
+  tail -n 6 "$WORK"/eval/sim_eval*.txt
   unset OMP_NUM_THREADS
 fi
 

@@ -225,6 +225,21 @@ def _image_of(msg: Any, msgtype: str) -> np.ndarray:
     return image_to_rgb(msg) if msgtype == "sensor_msgs/msg/Image" else compressed_to_rgb(msg)
 
 
+def _recorded_topic(reader, name: str, what: str, option: str, required: bool) -> str | None:
+    """The episode's topic for `name` when it holds messages; None (or, when `required`, a ValueError) otherwise."""
+    try:
+        topic = resolve_topic(reader.topics, name, what, option)
+    except ValueError:
+        if required:
+            raise
+        return None
+    if reader.message_counts.get(topic, 0) == 0:
+        if required:
+            raise ValueError(f"{what} topic {topic} has no messages in episode {reader.name}")
+        return None
+    return topic
+
+
 def _hold_action(space, last_action: np.ndarray, last_pose: Pose) -> np.ndarray:
     """The action that keeps the robot where the recording ended: zero deltas, last absolute values, last gripper."""
     hold = last_action.copy()
@@ -287,15 +302,9 @@ def episode_samples(
 
         action_source, target_topic = config.action_source, None
         if action_source in ("auto", "command"):
-            try:
-                target_topic = resolve_topic(reader.topics, config.target_pose_topic, "target pose", "--target-topic")
-            except ValueError:
-                if action_source == "command":
-                    raise
-            if target_topic is not None and reader.message_counts.get(target_topic, 0) == 0:
-                if action_source == "command":
-                    raise ValueError(f"target pose topic {target_topic} has no messages in episode {reader.name}")
-                target_topic = None
+            target_topic = _recorded_topic(
+                reader, config.target_pose_topic, "target pose", "--target-topic", action_source == "command"
+            )
             if target_topic is not None and reader.topics[target_topic] not in _POSE_TYPES:
                 raise ValueError(
                     f"target pose topic {target_topic} has type {reader.topics[target_topic]}; expected one of "
@@ -306,17 +315,9 @@ def episode_samples(
         source = config.gripper_source
         cmd_topic = None
         if source in ("auto", "command"):
-            try:
-                cmd_topic = resolve_topic(
-                    reader.topics, config.gripper_command_topic, "gripper command", "--gripper-command-topic"
-                )
-            except ValueError:
-                if source == "command":
-                    raise
-            if cmd_topic is not None and reader.message_counts.get(cmd_topic, 0) == 0:
-                if source == "command":
-                    raise ValueError(f"gripper command topic {cmd_topic} has no messages in episode {reader.name}")
-                cmd_topic = None
+            cmd_topic = _recorded_topic(
+                reader, config.gripper_command_topic, "gripper command", "--gripper-command-topic", source == "command"
+            )
             source = "command" if cmd_topic else "width"
         grip_topic = cmd_topic or resolve_topic(reader.topics, config.gripper_topic, "gripper state", "--gripper-topic")
 
