@@ -110,6 +110,15 @@ def make_runtime(policy, executor="inline", **overrides):
     return PolicyRuntime(RuntimeConfig.from_dict(data), policy, executor=executor)
 
 
+def enabled_robot(policy, start=(0.4, 0.0, 0.4), **overrides):
+    """A runtime over `policy` driving the kinematic robot from `start` (gripper down): warmed up for 0.2 s, enabled."""
+    rt = make_runtime(policy, **overrides)
+    robot = Robot(rt, Pose(list(start), DOWN))
+    robot.run(0.2)
+    assert rt.enable() == ""
+    return rt, robot
+
+
 def commanded(outs):
     return [o.pose_command for o in outs if o.pose_command is not None]
 
@@ -167,13 +176,11 @@ def test_every_commanded_sample_is_inside_limits_and_continuous(seed, latency, h
         return a
 
     policy = ScriptedPolicy(random_chunk)
-    rt = make_runtime(
+    rt, robot = enabled_robot(
         policy,
+        start,
         scheduling={"simulated_latency_s": latency, "execute_horizon": horizon, "ensemble": {"enabled": ensemble}},
     )
-    robot = Robot(rt, Pose(start, DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
     outs = robot.run(3.0)
     cmds = commanded(outs)
     assert len(cmds) == len(outs)
@@ -183,10 +190,7 @@ def test_every_commanded_sample_is_inside_limits_and_continuous(seed, latency, h
 
 def test_motion_reaches_the_policy_target():
     policy = ScriptedPolicy(line_to([0.5, 0.1, 0.3], yaw=0.4))
-    rt = make_runtime(policy)
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    rt, robot = enabled_robot(policy)
     outs = robot.run(3.0)
     check_limits(commanded(outs), rt.config)
     np.testing.assert_allclose(robot.pose.position, [0.5, 0.1, 0.3], atol=1e-3)
@@ -218,10 +222,7 @@ def test_dry_run_and_not_enabled_command_nothing_but_preview():
 
 def test_enable_disable_and_restart_at_the_measured_pose():
     policy = ScriptedPolicy(line_to([0.6, 0.0, 0.4]))
-    rt = make_runtime(policy)
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    rt, robot = enabled_robot(policy)
     robot.run(0.5)
     rt.disable("operator")
     robot.run(0.5)  # brakes to rest, then stops commanding
@@ -239,10 +240,7 @@ def test_enable_disable_and_restart_at_the_measured_pose():
 @pytest.mark.parametrize("how", ["disable", "dry_run"])
 def test_disable_while_moving_brakes_to_rest_before_commands_stop(how):
     policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
-    rt = make_runtime(policy)
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    rt, robot = enabled_robot(policy)
     before = robot.run(0.6)
     assert before[-1].pose_command.velocity[0] > 0.25  # cruising
     if how == "disable":
@@ -264,10 +262,7 @@ def test_disable_while_moving_brakes_to_rest_before_commands_stop(how):
 
 def test_re_enabling_during_a_stop_continues_from_the_commanded_state():
     policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
-    rt = make_runtime(policy)
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    rt, robot = enabled_robot(policy)
     before = robot.run(0.6)
     rt.disable("operator")
     mid = robot.run(0.05)
@@ -280,10 +275,7 @@ def test_re_enabling_during_a_stop_continues_from_the_commanded_state():
 
 def test_disable_without_braking_and_the_interlock_stop_at_once():
     for stop in ("no_brake", "reflex"):
-        rt = make_runtime(ScriptedPolicy(line_to([0.7, 0.0, 0.4])))
-        robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-        robot.run(0.2)
-        assert rt.enable() == ""
+        rt, robot = enabled_robot(ScriptedPolicy(line_to([0.7, 0.0, 0.4])))
         robot.run(0.6)
         if stop == "no_brake":
             rt.disable("node shutting down", brake=False)
@@ -291,10 +283,7 @@ def test_disable_without_braking_and_the_interlock_stop_at_once():
             rt.on_robot_mode("REFLEX")
         assert all(o.pose_command is None for o in robot.run(0.3))
     # a reflex during a stop ends it at once too: the robot takes no commands in REFLEX
-    rt = make_runtime(ScriptedPolicy(line_to([0.7, 0.0, 0.4])))
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    rt, robot = enabled_robot(ScriptedPolicy(line_to([0.7, 0.0, 0.4])))
     robot.run(0.6)
     rt.disable("operator")
     assert robot.run(DT)[0].pose_command is not None  # braking
@@ -305,10 +294,7 @@ def test_disable_without_braking_and_the_interlock_stop_at_once():
 
 def test_reset_episode_while_moving_brakes_along_the_commanded_trajectory():
     policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
-    rt = make_runtime(policy)
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    rt, robot = enabled_robot(policy)
     before = robot.run(0.6)
     rt.reset_episode()  # e.g. the operator's ~/reset while the arm moves
     policy.make_chunk = line_to([0.5, 0.0, 0.4])  # the new episode goes elsewhere
@@ -360,10 +346,7 @@ def test_robot_mode_interlock_disables_until_re_enabled():
 
 def test_watchdog_holds_then_resumes_with_fresh_observations():
     policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
-    rt = make_runtime(policy)
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    rt, robot = enabled_robot(policy)
     robot.run(0.6)
     robot.camera_on = False  # camera dies while moving
     outs = robot.run(1.5)
@@ -382,10 +365,7 @@ def test_watchdog_holds_then_resumes_with_fresh_observations():
 @pytest.mark.parametrize(("mode", "reason"), [("nan", "non_finite_actions"), ("raise", "inference_error")])
 def test_bad_inference_holds_the_commanded_pose(mode, reason):
     policy = ScriptedPolicy(line_to([0.4, 0.0, 0.4]))  # target = start: the arm rests
-    rt = make_runtime(policy)
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    _, robot = enabled_robot(policy)
     robot.run(0.5)
     policy.make_chunk = line_to([0.7, 0.2, 0.6])
     policy.mode = mode  # from now on the policy would send the arm away, but its outputs are broken
@@ -398,10 +378,7 @@ def test_bad_inference_holds_the_commanded_pose(mode, reason):
 
 def test_late_inference_is_dropped_and_the_pose_holds():
     policy = ScriptedPolicy(line_to([0.7, 0.0, 0.4]))
-    rt = make_runtime(policy, scheduling={"simulated_latency_s": 0.6, "max_latency_s": 0.5})
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    rt, robot = enabled_robot(policy, scheduling={"simulated_latency_s": 0.6, "max_latency_s": 0.5})
     outs = robot.run(2.0)
     assert outs[-1].diagnostics.rejections()["late_chunk"] >= 2
     assert rt.counters["chunks/accepted"] == 0
@@ -483,10 +460,7 @@ def test_mismatched_policy_and_config_are_rejected():
 # -- gripper and joint trajectories -----------------------------------------------------------------------------------
 def test_gripper_commands_only_on_changes():
     policy = ScriptedPolicy(line_to([0.45, 0.0, 0.4], gripper=1.0))
-    rt = make_runtime(policy, gripper={"min_interval_s": 0.0})
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    _, robot = enabled_robot(policy, gripper={"min_interval_s": 0.0})
     outs = robot.run(1.0)  # already open (width 0.08): no command
     assert not [o for o in outs if o.gripper_command]
     policy.make_chunk = line_to([0.45, 0.0, 0.4], gripper=0.0)
@@ -805,10 +779,7 @@ def test_joint_trajectories_stay_in_joint_limits_and_continue_each_other(seed, l
 
 def test_reset_episode_restarts_at_the_measured_pose_on_a_new_clock():
     policy = ScriptedPolicy(line_to([0.5, 0.0, 0.4]))
-    rt = make_runtime(policy)
-    robot = Robot(rt, Pose([0.4, 0.0, 0.4], DOWN))
-    robot.run(0.2)
-    assert rt.enable() == ""
+    rt, robot = enabled_robot(policy)
     robot.run(2.0)
     rt.reset_episode()  # new episode: the simulator clock restarts at 0
     robot.t = 0.0
