@@ -131,7 +131,7 @@ def smollm2_gguf_path() -> tuple[str, str]:
 def build_tokenizer(llm_config, checkpoint_dir: str | None = None) -> PromptTokenizer:
     """The tokenizer a config names. A checkpoint's saved `tokenizer/` folder wins over the original source."""
     tok = _build_tokenizer(llm_config, checkpoint_dir)
-    tok.prompt = getattr(llm_config, "prompt_template", PROMPT)
+    tok.prompt = llm_config.prompt_template
     return tok
 
 

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import logging
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
@@ -263,7 +263,7 @@ def instruction_sensitivity(
         return None
     model, normalizer, _ = load_checkpoint(checkpoint, device=device)
     other = [texts[(texts.index(t) + 1) % len(texts)] for t in data.instructions]
-    swapped = HeldOut(**{**asdict_shallow(data), "instructions": other})
+    swapped = replace(data, instructions=other)  # shallow: the arrays are shared
     own = predict_all(model, normalizer, data, skip_mode, k, batch_size, seed)
     alt = predict_all(model, normalizer, swapped, skip_mode, k, batch_size, seed)
     from mole_vla_ros.runtime.action_space import get_action_space
@@ -287,13 +287,6 @@ def instruction_sensitivity(
         "end_point_error_m": float(np.linalg.norm(p_own - p_true, axis=1).mean()),
         "instructions": texts,
     }
-
-
-def asdict_shallow(obj) -> dict:
-    """Dataclass fields without deep-copying the (large) arrays."""
-    import dataclasses
-
-    return {f.name: getattr(obj, f.name) for f in dataclasses.fields(obj)}
 
 
 def standard_methods(
