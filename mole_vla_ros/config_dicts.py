@@ -7,6 +7,7 @@ dataclasses here, so a key is checked, named and typed the same way wherever a u
 from __future__ import annotations
 
 import dataclasses
+import json
 import typing
 from typing import Any
 
@@ -75,6 +76,19 @@ def flatten(data: dict, prefix: str = "") -> dict[str, Any]:
         else:
             out[f"{prefix}{key}"] = value
     return out
+
+
+def parse_assignment(text: str, option: str, example: str) -> tuple[str, Any]:
+    """A command line's NAME=VALUE -> (name, value); VALUE is read as JSON (numbers, true/false, lists) and kept as
+    a plain string otherwise, so `mode=star` needs no quotes. Raises SystemExit naming `option` on a malformed one."""
+    key, sep, raw = text.partition("=")
+    if not sep or not key.strip():
+        raise SystemExit(f"{option} expects NAME=VALUE (e.g. {example}), got {text!r}.")
+    try:
+        value = json.loads(raw)
+    except json.JSONDecodeError:
+        value = raw
+    return key.strip(), value
 
 
 def plain(value: Any) -> Any:

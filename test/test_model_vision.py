@@ -67,3 +67,30 @@ def test_cogact_base_shapes_match_the_paper_on_the_meta_device():
         (4096, 4096),
     ]
     assert model.llm.config.num_hidden_layers == 32 and model.llm.layers[0].mlp.up_proj.weight.shape == (11008, 4096)
+
+
+def test_position_embedding_tells_identical_features_apart_by_view_and_cell(tmp_path):
+    """A conv tower gives the same feature for the same content anywhere: with vision.position_embedding the projected
+    tokens differ by grid cell and view; the embedding trains, is saved and loaded, and a token-count mismatch is
+    refused rather than broadcast."""
+    from mole_vla_ros.model.checkpoint import load_checkpoint, save_checkpoint
+    from mole_vla_ros.model.normalization import ActionNormalizer
+
+    cfg = MoLeVLAConfig.preset("tiny", camera_names=("scene", "wrist"), **{"vision.position_embedding": True})
+    model = build_model(cfg)
+    p = cfg.num_visual_tokens
+    same = torch.ones(1, p, cfg.vision.feature_dim)
+    out = model.projector(same)
+    assert out.shape == (1, p, cfg.llm.hidden_size)
+    assert torch.cdist(out[0], out[0]).fill_diagonal_(1.0).min() > 0  # every token distinct
+    assert model.projector.position.requires_grad
+    with pytest.raises(ValueError, match="position embedding has"):
+        model.projector(same[:, : p // 2])
+    save_checkpoint(str(tmp_path / "ck"), model, ActionNormalizer.identity(cfg.action_dim))
+    loaded, _norm, _extra = load_checkpoint(str(tmp_path / "ck"))
+    assert loaded.config.vision.position_embedding
+    torch.testing.assert_close(loaded.projector.position, model.projector.position)
+    plain = build_model(MoLeVLAConfig.preset("tiny", camera_names=("scene", "wrist")))
+    assert plain.projector.position is None
+    with pytest.raises(ValueError, match="position_embedding must be true or false"):
+        MoLeVLAConfig.preset("tiny", **{"vision.position_embedding": "yes"})

@@ -133,6 +133,27 @@ def test_cli_eval_with_the_scripted_policy(capsys):
     assert "scripted" in table and "1/1" in table
 
 
+def test_cli_eval_runtime_overrides_reach_the_runtime(tmp_path):
+    """--set takes the node parameter file's dotted keys: re-planning after every action asks for more chunks."""
+    import json
+
+    def inferences(*extra):
+        out = tmp_path / f"eval{len(extra)}.json"
+        args = ["sim", "eval", "--scripted", "--task", "pick", "--episodes", "1", "--seed", "8", "--image-size", "48"]
+        assert cli_main([*args, "--json", str(out), *extra]) == 0
+        return json.loads(out.read_text())[0]["inferences"]
+
+    assert inferences("--set", "scheduling.execute_horizon=1") > inferences()
+
+
+def test_cli_eval_refuses_malformed_or_unknown_overrides():
+    args = ["sim", "eval", "--scripted", "--task", "pick", "--episodes", "1", "--image-size", "48"]
+    with pytest.raises(SystemExit, match="--set expects NAME=VALUE"):
+        cli_main([*args, "--set", "scheduling.execute_horizon"])
+    with pytest.raises((SystemExit, ValueError), match="execute_horizn"):
+        cli_main([*args, "--set", "scheduling.execute_horizn=4"])
+
+
 @pytest.mark.slow
 def test_cli_eval_compares_k_and_skip_modes_of_a_real_checkpoint(tmp_path, capsys):
     """A tiny random MoLe-VLA checkpoint through the whole loop: it will not solve the task, but every (k, mode)

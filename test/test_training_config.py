@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 
 import pytest
@@ -10,7 +11,7 @@ import torch
 
 from mole_vla_ros.training.augment import augment_images
 from mole_vla_ros.training.cli import config_from_args, register
-from mole_vla_ros.training.config import TRAINING_PRESETS, AugmentConfig, TrainingConfig
+from mole_vla_ros.training.config import TRAINING_PRESETS, AugmentConfig, TrainingConfig, lr_factor
 from mole_vla_ros.training.data import SampleOrder
 from mole_vla_ros.training.trainer import micro_seed
 
@@ -32,6 +33,8 @@ from mole_vla_ros.training.trainer import micro_seed
         ({"kd_form": "sigmoid"}, ["kd_form", "'sigmoid'", "paper"]),
         ({"skip_mode": "random"}, ["skip_mode='random'", "stage='mole'"]),
         ({"stage": "mole", "skip_mode": "mod"}, ["skip_mode", "'mod'", "early"]),
+        ({"lr_schedule": "linear"}, ["lr_schedule", "'linear'", "cosine"]),
+        ({"min_lr_ratio": 1.5}, ["min_lr_ratio", "1.5"]),
     ],
 )
 def test_bad_values_are_explained(change, words):
@@ -130,3 +133,15 @@ def test_augmentation_is_seeded_and_stays_in_range():
     assert a.min() >= 0 and a.max() <= 1 and not torch.equal(a, images)
     with pytest.raises(ValueError, match=r"\[B, V, 3, S, S\]"):
         augment_images(torch.rand(2, 3, 32, 32), cfg, torch.Generator())
+
+
+def test_lr_schedules_warm_up_then_hold_or_follow_half_a_cosine():
+    const = TrainingConfig(steps=100, warmup_steps=10)
+    assert [lr_factor(s, const) for s in (0, 4, 9, 10, 50, 99)] == [0.1, 0.5, 1.0, 1.0, 1.0, 1.0]
+    cos = const.replace(lr_schedule="cosine", min_lr_ratio=0.1)
+    f = [lr_factor(s, cos) for s in range(100)]
+    assert f[:10] == [lr_factor(s, const) for s in range(10)]  # same warmup
+    assert f[10] == pytest.approx(1.0) and f[99] == pytest.approx(0.1)
+    assert f[10 + 89 // 2] == pytest.approx(0.55, abs=0.02)  # half way down
+    assert all(a >= b for a, b in itertools.pairwise(f[10:]))  # never rises after the warmup
+    assert lr_factor(0, TrainingConfig(steps=1, lr_schedule="cosine")) == pytest.approx(1.0)  # one step: no 0/0

@@ -20,7 +20,7 @@ from mole_vla_ros.data.dataset import DatasetConfig, build_dataset
 from mole_vla_ros.data.episode import EpisodeMetadata, EpisodeWriter, QosSpec, TopicSpec
 from mole_vla_ros.data.typestore import default_message, get_typestore
 from mole_vla_ros.runtime import rotations as rot
-from mole_vla_ros.training.config import TrainingConfig
+from mole_vla_ros.training.config import TrainingConfig, lr_factor
 from mole_vla_ros.training.distributed import spawn_local
 from mole_vla_ros.training.state import checkpoint_dirs
 from mole_vla_ros.training.trainer import Trainer, train, train_worker
@@ -231,6 +231,15 @@ def test_resume_continues_bit_exactly(dataset, stage1, tmp_path):
     ta = load_file(str(tmp_path / "a" / "checkpoints" / "step_0000006" / "teacher.safetensors"))
     tb = load_file(str(tmp_path / "b" / "checkpoints" / "step_0000006" / "teacher.safetensors"))
     assert all(torch.equal(ta[k], tb[k]) for k in ta)
+
+
+def test_the_optimizer_follows_the_configured_lr_schedule(dataset, tmp_path):
+    cfg = tiny(steps=8, warmup_steps=2, lr_schedule="cosine", min_lr_ratio=0.2, log_interval=1)
+    train(cfg, [dataset], tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    lrs = [r["lr"] for r in rows if "lr" in r]
+    assert lrs == pytest.approx([cfg.lr * lr_factor(s, cfg) for s in range(8)])
+    assert lrs[1] == pytest.approx(cfg.lr) and lrs[-1] == pytest.approx(0.2 * cfg.lr)
 
 
 def test_two_process_ddp_matches_one_process_on_the_same_global_batch(dataset, stage1, tmp_path):

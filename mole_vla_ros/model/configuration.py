@@ -66,6 +66,10 @@ class VisionConfig:
     feature_stride: int = 32
     # width of the projector's first layer; None = 4 x feature_dim (Prismatic's fused-gelu-mlp, what CogACT ships)
     projector_hidden: int | None = None
+    # a learned embedding per visual token (view x grid cell), added after the projector. ViT towers (dinosiglip)
+    # put absolute positions in their features; conv towers (patch, efficientnet_lite0) do not, and the LLM's RoPE
+    # only gives distances, which change with the prompt's length
+    position_embedding: bool = False
     # "dinosiglip": local timm weight files (safetensors) for the two towers; None = random init
     dino_weights: str | None = None
     siglip_weights: str | None = None
@@ -76,6 +80,10 @@ class VisionConfig:
         _positive_int("vision", "feature_dim", self.feature_dim)
         if self.projector_hidden is not None:
             _positive_int("vision", "projector_hidden", self.projector_hidden)
+        _check(
+            isinstance(self.position_embedding, bool),
+            f"vision.position_embedding must be true or false, got {self.position_embedding!r}.",
+        )
         _check(
             self.feature_stride in (16, 32) and (self.backbone == "efficientnet_lite0" or self.feature_stride == 32),
             f"vision.feature_stride must be 32, or 16 with backbone 'efficientnet_lite0', got {self.feature_stride!r} "

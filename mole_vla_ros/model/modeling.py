@@ -93,7 +93,12 @@ class MoLeVLA(nn.Module):
             )
         d = config.llm.hidden_size
         self.vision = VisionTower(config, pretrained=pretrained)
-        self.projector = FusedMLPProjector(config.vision.feature_dim, d, config.vision.projector_width)
+        self.projector = FusedMLPProjector(
+            config.vision.feature_dim,
+            d,
+            config.vision.projector_width,
+            config.num_visual_tokens if config.vision.position_embedding else None,
+        )
         self.llm = MoLeLlama(config.llm)
         if pretrained and config.llm.source == "smollm2_gguf":
             load_smollm2_weights(self.llm)

@@ -180,15 +180,28 @@ class VisionTower(nn.Module):
 
 
 class FusedMLPProjector(nn.Module):
-    """Prismatic `fused-gelu-mlp`: Linear(F, H) -> GELU -> Linear(H, D) -> GELU -> Linear(D, D), H = 4F by default."""
+    """Prismatic `fused-gelu-mlp`: Linear(F, H) -> GELU -> Linear(H, D) -> GELU -> Linear(D, D), H = 4F by default.
 
-    def __init__(self, feature_dim: int, hidden_size: int, width: int | None = None):
+    num_tokens: when given, a learned position embedding [num_tokens, D] is added to the output (one row per view and
+    grid cell; vision.position_embedding), so conv features say where in which image they are.
+    """
+
+    def __init__(self, feature_dim: int, hidden_size: int, width: int | None = None, num_tokens: int | None = None):
         super().__init__()
         width = width or 4 * feature_dim
         self.fc1 = nn.Linear(feature_dim, width)
         self.fc2 = nn.Linear(width, hidden_size)
         self.fc3 = nn.Linear(hidden_size, hidden_size)
         self.act = nn.GELU()
+        self.position = nn.Parameter(0.02 * torch.randn(num_tokens, hidden_size)) if num_tokens else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.fc3(self.act(self.fc2(self.act(self.fc1(x)))))
+        out = self.fc3(self.act(self.fc2(self.act(self.fc1(x)))))
+        if self.position is not None:
+            if out.shape[-2] != self.position.shape[0]:
+                raise ValueError(
+                    f"the projector's position embedding has {self.position.shape[0]} visual tokens, the input "
+                    f"{out.shape[-2]}: views or image size differ from the model config."
+                )
+            out = out + self.position.to(out.dtype)
+        return out

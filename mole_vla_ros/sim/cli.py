@@ -78,6 +78,13 @@ def sim_gl_backend() -> str:
     return gl.BACKEND
 
 
+def _runtime_overrides(assignments: list[str] | None) -> dict:
+    """--set scheduling.execute_horizon=4 ...: dotted runtime config keys (checked when the runtime config is built)."""
+    from mole_vla_ros.config_dicts import parse_assignment
+
+    return dict(parse_assignment(t, "--set", "scheduling.ensemble.enabled=true") for t in assignments or [])
+
+
 def _latency_overrides(text: str) -> dict:
     """--latency: 'measured' (real compute time, not reproducible) or seconds of simulated inference latency."""
     if text == "measured":
@@ -105,7 +112,7 @@ def run_eval(args) -> int:
         sim=_sim_config(args),
         commands_per_frame=args.commands_per_frame,
         max_seconds=args.max_seconds,
-        runtime=_latency_overrides(args.latency),
+        runtime={**_latency_overrides(args.latency), **_runtime_overrides(args.set)},
         gif_dir=Path(args.gif) if args.gif else None,
         gif_episodes=args.gif_episodes,
     )
@@ -115,7 +122,7 @@ def run_eval(args) -> int:
         factory = scripted_policy_factory()
         ks, modes = [None], ["scripted"]
     else:
-        factory = load_policy(args.checkpoint, device=args.device)
+        factory = load_policy(args.checkpoint, device=args.device, cfg_scale=args.cfg_scale)
         ks = args.active_layers or [None]
         modes = args.skip_mode or [None]
     results = evaluate_grid(factory, settings, ks, modes)
@@ -158,6 +165,14 @@ def register(sub) -> None:
         default="0.1",
         help="inference latency the runtime assumes: seconds (simulated, reproducible) or 'measured' (real time)",
     )
+    ev.add_argument(
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="runtime config override, as in the node's parameter file (repeatable), e.g. "
+        "scheduling.execute_horizon=4 or scheduling.ensemble.enabled=true",
+    )
+    ev.add_argument("--cfg-scale", type=float, help="classifier-free guidance scale (default: the checkpoint's)")
     ev.add_argument("--max-seconds", type=float, help="episode time limit (default: the task's)")
     ev.add_argument("--gif", help="directory for rollout GIFs (scene camera)")
     ev.add_argument("--gif-episodes", type=int, default=2, help="episodes per configuration saved as GIF")

@@ -408,11 +408,12 @@ def scripted_policy_factory(chunk_size: int = 4) -> PolicyFactory:
     return factory
 
 
-def load_policy(checkpoint: str | Path, device: str = "cpu") -> PolicyFactory:
-    """Load a MoLe-VLA checkpoint once; the factory sets STAR's k and the skip mode per grid cell."""
+def load_policy(checkpoint: str | Path, device: str = "cpu", cfg_scale: float | None = None) -> PolicyFactory:
+    """Load a MoLe-VLA checkpoint once; the factory sets STAR's k and the skip mode per grid cell.
+    cfg_scale: classifier-free guidance scale (None: the checkpoint's)."""
     from mole_vla_ros.model.policy import MoLeVLAPolicy
 
-    policy = MoLeVLAPolicy.from_checkpoint(str(checkpoint), device=device)
+    policy = MoLeVLAPolicy.from_checkpoint(str(checkpoint), device=device, cfg_scale=cfg_scale)
     default_k, default_mode = policy.active_layers, policy.skip_mode
 
     def factory(k: int | None, mode: str | None, _sim: TabletopSim) -> Policy:

@@ -26,6 +26,8 @@ import logging
 import os
 from pathlib import Path
 
+from mole_vla_ros.config_dicts import parse_assignment
+
 log = logging.getLogger(__name__)
 
 # CLI flag -> TrainingConfig field, for the plain value options
@@ -38,6 +40,8 @@ _VALUE_OPTIONS = {
     "lr": float,
     "weight_decay": float,
     "warmup_steps": int,
+    "lr_schedule": str,
+    "min_lr_ratio": float,
     "grad_clip": float,
     "active_layers": int,
     "skip_mode": str,
@@ -63,17 +67,6 @@ _VALUE_OPTIONS = {
 }
 
 
-def _parse_override(text: str):
-    if "=" not in text:
-        raise SystemExit(f"--model-override expects NAME=VALUE (e.g. llm.num_layers=12), got {text!r}.")
-    key, raw = text.split("=", 1)
-    try:
-        value = json.loads(raw)
-    except json.JSONDecodeError:
-        value = raw  # plain strings need no quotes
-    return key.strip(), value
-
-
 def config_from_args(args):
     """The TrainingConfig these arguments describe (preset, then --config JSON, then individual options)."""
     from .config import TrainingConfig
@@ -95,7 +88,9 @@ def config_from_args(args):
         changes["augment.enabled"] = True
     if args.model_override:
         overrides = dict(config.model_overrides)
-        overrides.update(dict(_parse_override(t) for t in args.model_override))
+        overrides.update(
+            dict(parse_assignment(t, "--model-override", "llm.num_layers=12") for t in args.model_override)
+        )
         changes["model_overrides"] = overrides
     return config.replace(**changes) if changes else config
 
@@ -158,7 +153,14 @@ def register(sub) -> None:
     p.add_argument("--grad-accum", dest="grad_accum", type=int, help="micro-batches per optimizer step")
     p.add_argument("--lr", type=float, help="AdamW learning rate (2e-5 for fine-tuning as the paper)")
     p.add_argument("--weight-decay", dest="weight_decay", type=float)
-    p.add_argument("--warmup-steps", dest="warmup_steps", type=int, help="linear LR warmup, then constant")
+    p.add_argument("--warmup-steps", dest="warmup_steps", type=int, help="linear LR warmup steps")
+    p.add_argument(
+        "--lr-schedule",
+        dest="lr_schedule",
+        choices=["constant", "cosine"],
+        help="after the warmup: constant (the paper) or cosine down to --min-lr-ratio x lr at the last step",
+    )
+    p.add_argument("--min-lr-ratio", dest="min_lr_ratio", type=float, help="cosine schedule's final LR / lr (0.1)")
     p.add_argument("--grad-clip", dest="grad_clip", type=float, help="max global grad norm (0 = off)")
     p.add_argument("--active-layers", dest="active_layers", type=int, help="k, layers STAR runs (stage mole)")
     p.add_argument("--no-cogkd", action="store_true", help="stage mole without the EMA teacher (ablation)")

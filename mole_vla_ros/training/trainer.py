@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import TrainingConfig
+from .config import TrainingConfig, lr_factor
 from .data import SampleOrder, SplitData, cached_vision_features, open_split, resolve_dataset
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, resolve_device
 from .state import (
@@ -273,10 +273,7 @@ class Trainer:
         self.wrapped = self._wrap(_LossModule(model, self.teacher))
         train_params = [p for p in self.wrapped.parameters() if p.requires_grad]
         self.optimizer = torch.optim.AdamW(train_params, lr=cfg.lr, weight_decay=cfg.weight_decay)
-        warm = cfg.warmup_steps
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
-            self.optimizer, lambda s: min(1.0, (s + 1) / warm) if warm else 1.0
-        )
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
         self.step = 0
         self.resumed_from = None
         if resume:
