@@ -324,6 +324,10 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
     assert rc == 0
     payload = json.loads((tmp_path / "eval" / "eval.json").read_text())
     rows = {r["label"]: r for r in payload["results"]}
+    reach = rows["full depth"]["reach_samples"]  # tiny episodes close early: maybe none before the first grasp
+    assert 0 <= reach <= payload["samples"]
+    assert (reach > 0) == (rows["full depth"]["reach_translation_m"] > 0)  # NaN (no samples) is not > 0
+    assert "reach (mm)" in (tmp_path / "eval" / "eval.txt").read_text()
     assert set(rows) >= {
         "full depth",
         "MoLe (STAR) k=2",
@@ -365,3 +369,27 @@ def test_instruction_swap_measures_whether_the_policy_listens(dataset, stage1):
     single = load_held_out(dataset, "val")
     if len(set(single.instructions)) == 1:
         assert instruction_sensitivity(str(out1 / "final"), single, 4, "full") is None
+
+
+def test_reach_phase_is_everything_before_the_first_closing_chunk():
+    from mole_vla_ros.training.evaluate import reach_phase
+
+    # two episodes, chunks of 3; gripper 1 = open. Episode 0 closes from its chunk at frame 2, reopens (a missed
+    # grasp) and closes again: only frames 0-1 are reach. Episode 1 never closes: all reach.
+    grip = {
+        (0, 0): [1, 1, 1],
+        (0, 1): [1, 1, 1],
+        (0, 2): [1, 1, 0],
+        (0, 3): [0, 1, 1],
+        (0, 4): [1, 1, 1],
+        (0, 5): [1, 0, 0],
+        (1, 0): [1, 1, 1],
+        (1, 1): [1, 1, 1],
+    }
+    order = [(1, 1), (0, 3), (0, 0), (1, 0), (0, 5), (0, 1), (0, 4), (0, 2)]  # shuffled rows
+    episode = np.array([e for e, _ in order])
+    frame = np.array([f for _, f in order])
+    actions = np.zeros((len(order), 3, 7))
+    actions[:, :, -1] = [grip[key] for key in order]
+    reach = reach_phase(episode, frame, actions)
+    assert [key for key, r in zip(order, reach) if r] == [(1, 1), (0, 0), (1, 0), (0, 1)]
