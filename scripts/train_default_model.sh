@@ -17,7 +17,6 @@ WORK=${WORK:-runs/default_model}
 EPISODES=${EPISODES:-200}        # scripted pick demonstrations, seeds 1000..1199 (closed-loop evaluation: 5000..)
 STEPS1=${STEPS1:-3000}           # stage 1 optimizer steps (batch 32)
 STEPS2=${STEPS2:-1000}           # stage 2 optimizer steps (batch 32), for MoLe and each comparison run
-LR1=${LR1:-1e-3}                 # stage 1 peak LR (cosine down to a tenth); stage 2 uses the preset's 3e-4
 SIM_EPISODES=${SIM_EPISODES:-30} # closed-loop episodes per setting in the simulator (0 = skip)
 EVAL_SAMPLES=${EVAL_SAMPLES:-480} # held-out samples for the offline comparison (fixed random subset)
 THREADS=${THREADS:-$(nproc)}     # torch threads for stage 1; stage-2 runs use one thread each, $THREADS at a time
@@ -43,8 +42,7 @@ fi
 # stage 1: every layer runs (the CogACT role); computes and caches the frozen EfficientNet-Lite0 features
 if [ ! -f "$STAGE1/model.safetensors" ]; then
   stamp "stage 1: full depth, $STEPS1 steps"
-  $TRAIN --stage full --steps "$STEPS1" --lr "$LR1" --warmup-steps 100 --threads "$THREADS" --out "$WORK/full" \
-    > "$WORK/full.log" 2>&1
+  $TRAIN --stage full --steps "$STEPS1" --threads "$THREADS" --out "$WORK/full" > "$WORK/full.log" 2>&1
   tail -n 8 "$WORK/full.log"
 fi
 

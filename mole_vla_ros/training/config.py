@@ -273,9 +273,6 @@ SIM_DEFAULT_MODEL = {
     # the byte tokenizer pays one token per character: the bare instruction (21 tokens) instead of the CogACT prompt
     # (69) keeps the sequence at 128 visual + 22 text tokens
     "llm.prompt_template": "{instruction}",
-    # conv features carry no absolute position: at 750 steps this halved the approach-phase error's gap to the
-    # full-run model and tripled how far the instruction moves the predicted end point (runs in MODEL_CARD.md)
-    "vision.position_embedding": True,
     "llm.num_layers": 8,
     "llm.hidden_size": 128,
     "llm.intermediate_size": 344,
@@ -301,13 +298,9 @@ def _sim_default() -> TrainingConfig:
         lr=3e-4,
         weight_decay=0.01,
         warmup_steps=50,
-        # decays to a tenth at the last step; scripts/train_default_model.sh starts stage 1 at 1e-3
-        lr_schedule="cosine",
-        min_lr_ratio=0.1,
         freeze_vision=True,
         log_interval=25,
         eval_interval=250,
-        eval_batches=16,
         save_interval=250,
         dataset_image_size=128,
         # the paper's CogKD equations: the released code's form measured ~1e-5 of the diffusion loss on this model
