@@ -102,10 +102,11 @@ def load_held_out(dataset_dir, split: str = "val", max_samples: int | None = Non
     if max_samples is not None and max_samples < n:
         idx = np.sort(np.random.default_rng(seed).choice(n, size=max_samples, replace=False))
     iid = ds.column("instruction_id")[idx]
-    reach = reach_phase(ds.column("episode_index"), ds.column("frame_index"), ds.column("actions"))[idx]
+    actions = ds.column("actions")  # the whole split: the reach phase needs every chunk of an episode
+    reach = reach_phase(ds.column("episode_index"), ds.column("frame_index"), actions)[idx]
     return HeldOut(
         images=ds.column("images")[idx],
-        actions=ds.column("actions")[idx].astype(np.float64),
+        actions=actions[idx].astype(np.float64),
         mask=ds.column("action_mask")[idx].astype(bool),
         ee_pose=ds.column("ee_pose")[idx].astype(np.float64),
         instructions=[ds.instructions[int(i)] for i in iid],
