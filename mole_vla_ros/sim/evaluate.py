@@ -12,7 +12,9 @@ reported separately. Any `Policy` works: the MoLe-VLA checkpoint, or `ScriptedPo
 policy interface, which reads the instruction to choose its cube) to check the loop without a trained model.
 
 Results per configuration (k active layers x skip mode): success rate with a Wilson 95% interval, mean inference
-latency, FLOPs per inference, mean layers run, wall time per control step.
+latency, FLOPs per inference, mean layers run, wall time per control step; and why the failed episodes failed
+(`outcomes.py`: wrong cube, missed grasp, dropped, no grasp, no reach, from the closest TCP-to-cube distances, the
+gripper closings and what was held, measured every command tick from the simulator's privileged state).
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ from mole_vla_ros.runtime.node_core import PolicyRuntime
 from mole_vla_ros.sim.config import SimConfig
 from mole_vla_ros.sim.env import SimObservation, TabletopSim
 from mole_vla_ros.sim.expert import ExpertConfig, ScriptedExpert
+from mole_vla_ros.sim.outcomes import REACH_MM, OutcomeTracker
 from mole_vla_ros.sim.tasks import EpisodeSetup, get_task
 
 log = logging.getLogger(__name__)
@@ -201,12 +204,24 @@ class ScriptedPolicy:
 # the loop
 @dataclass
 class EpisodeOutcome:
+    """One episode's result. The fields after wall_s come from `outcomes.OutcomeTracker` (defaults: not measured):
+
+    closest_target_mm / closest_other_mm: smallest horizontal TCP distance to the named / the other cube's centre.
+    grasp_closes: open -> closed gripper commands sent.  held: "target", "other", "both" or "" (which cube was
+    ever held: in hand and lifted, or in hand `outcomes.HOLD_MIN_S`).  failure: "" on success, else one of `outcomes.FAILURES`.
+    """
+
     seed: int
     instruction: str
     success: bool
     seconds: float  # sim time until success (or the time limit)
     control_steps: int
     wall_s: float
+    closest_target_mm: float = float("nan")
+    closest_other_mm: float = float("nan")
+    grasp_closes: int = 0
+    held: str = ""
+    failure: str = ""
 
 
 def _feed(runtime: PolicyRuntime, obs: SimObservation) -> None:
@@ -218,9 +233,10 @@ def _feed(runtime: PolicyRuntime, obs: SimObservation) -> None:
         runtime.on_camera(frame)
 
 
-def apply_step(sim: TabletopSim, out: StepOutput, command_dt: float) -> None:
+def apply_step(sim: TabletopSim, out: StepOutput, command_dt: float, tracker: OutcomeTracker | None = None) -> None:
     """Hand one runtime step's commands to the simulated robot, as the node hands them to franka_ros2: the pose
-    target, or the joint trajectory's point due one command period ahead, and gripper goals."""
+    target, or the joint trajectory's point due one command period ahead, and gripper goals (also reported to
+    `tracker`, which counts the closings)."""
     if out.pose_command is not None:
         sim.command_pose(out.pose_command.pose)
     traj = out.joint_command
@@ -229,6 +245,8 @@ def apply_step(sim: TabletopSim, out: StepOutput, command_dt: float) -> None:
         sim.command_joints(traj.positions[due[0] if due.size else -1])
     cmd: GripperCommand | None = out.gripper_command
     if cmd is not None:
+        if tracker is not None:
+            tracker.gripper_command(cmd.open)
         if cmd.action == "grasp":
             sim.grasp(cmd.width, cmd.speed, cmd.force)
         else:
@@ -245,8 +263,9 @@ def run_episode(
 ) -> EpisodeOutcome:
     """One closed-loop episode; appends scene-camera frames to `frames` when given (for GIFs).
 
-    `instruction` replaces the episode's instruction for the policy only (success is still judged on the
-    episode's task): an ablation that shows whether a policy follows the language at all."""
+    `instruction` replaces the episode's instruction for the policy only (success and the failure category are
+    still judged on the episode's task and its named cube): an ablation that shows whether a policy follows the
+    language at all."""
     wall0 = time.perf_counter()
     obs = sim.reset(seed)
     if runtime.safety.enabled:  # left enabled by an interrupted episode
@@ -262,21 +281,39 @@ def run_episode(
     limit = settings.max_seconds or sim.task.episode_seconds
     ticks = round(limit / settings.command_dt)
     cam = "scene" if "scene" in sim.config.cameras else sim.config.cameras[0]
+    setup = sim.setup  # the episode's task: what success and the failure category are judged on
+    tracker = OutcomeTracker(setup.target, setup.other, settings.command_dt, REACH_MM)
+    tracker.observe(obs.ee_pose.pose.position, sim.task_state())
     success = False
     tick = 0
     for tick in range(1, ticks + 1):
-        apply_step(sim, runtime.step(sim.time), settings.command_dt)
+        apply_step(sim, runtime.step(sim.time), settings.command_dt, tracker)
         render = tick % settings.commands_per_frame == 0
         obs = sim.step(settings.command_dt, render=render)
         _feed(runtime, obs)
         if render and frames is not None:
             frames.append(obs.images[cam].image)
-        if sim.success():
+        # One privileged-state query per tick serves both the success check (what sim.success() does) and the
+        # trace, so measuring the failure breakdown adds no contact scan.
+        state = sim.task_state()
+        tracker.observe(obs.ee_pose.pose.position, state)
+        if sim.task.success(setup, state):
             success = True
             break
     runtime.disable("episode end")
+    s = tracker.summary(success)
     return EpisodeOutcome(
-        seed, sim.instruction, success, sim.time, tick // settings.commands_per_frame, time.perf_counter() - wall0
+        seed,
+        sim.instruction,
+        success,
+        sim.time,
+        tick // settings.commands_per_frame,
+        time.perf_counter() - wall0,
+        closest_target_mm=s.closest_target_mm,
+        closest_other_mm=s.closest_other_mm,
+        grasp_closes=s.grasp_closes,
+        held=s.held,
+        failure=s.failure,
     )
 
 
@@ -311,10 +348,27 @@ class EvalResult:
             out[o.instruction] = (ok + int(o.success), n + 1)
         return dict(sorted(out.items()))
 
+    def failures(self) -> dict[str, int]:
+        """{failure category: episodes}, most frequent first (ties by name); failed episodes without a category
+        (outcomes built without a trace) count as "unclassified"."""
+        counts: dict[str, int] = {}
+        for o in self.outcomes:
+            if not o.success:
+                key = o.failure or "unclassified"
+                counts[key] = counts.get(key, 0) + 1
+        return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
+
+    def median_failed_closest_target_mm(self) -> float:
+        """Median closest horizontal TCP distance to the named cube over the failed episodes (NaN: none failed)."""
+        values = [o.closest_target_mm for o in self.outcomes if not o.success and math.isfinite(o.closest_target_mm)]
+        return float(np.median(values)) if values else float("nan")
+
     def to_dict(self) -> dict:
         d = asdict(self)
         d["success_rate"] = self.success_rate
         d["by_instruction"] = {k: {"successes": v[0], "episodes": v[1]} for k, v in self.by_instruction().items()}
+        d["failures"] = self.failures()
+        d["median_failed_closest_target_mm"] = self.median_failed_closest_target_mm()
         return d
 
 
@@ -343,12 +397,15 @@ def evaluate(
             outcome = run_episode(runtime, sim, settings, settings.seed + i, frames)
             outcomes.append(outcome)
             log.info(
-                "episode %d (seed %d) %r: success=%s after %.1f s",
+                "episode %d (seed %d) %r: success=%s after %.1f s%s (closest to target %.0f mm, other %.0f mm)",
                 i,
                 outcome.seed,
                 outcome.instruction,
                 outcome.success,
                 outcome.seconds,
+                f", {outcome.failure}" if outcome.failure else "",
+                outcome.closest_target_mm,
+                outcome.closest_other_mm,
             )
             if frames:
                 save_gif(frames, settings.gif_dir / _gif_name(settings.task, label, i, outcome.success), settings.sim)
@@ -427,7 +484,8 @@ def load_policy(checkpoint: str | Path, device: str = "cpu", cfg_scale: float | 
 # ------------------------------------------------------------------------------------------------------------------
 # reporting
 def format_table(results: list[EvalResult]) -> str:
-    """A plain-text table, one row per configuration."""
+    """A plain-text table, one row per configuration, followed by its per-instruction successes and its failure
+    breakdown (non-zero categories, most frequent first, and the median closest distance to the named cube)."""
     header = (
         f"{'task':6} {'mode':8} {'k':>3} {'success':>9} {'95% CI':>13} {'latency ms':>10} {'GFLOPs':>8} "
         f"{'layers':>6} {'ms/step':>8} {'t_succ s':>8}"
@@ -442,6 +500,15 @@ def format_table(results: list[EvalResult]) -> str:
         )
         per = "; ".join(f"{text!r} {ok}/{n}" for text, (ok, n) in r.by_instruction().items())
         lines.append(f"{'':19}by instruction: {per}")
+        failures = r.failures()
+        if failures:
+            counts = ", ".join(f"{name} {n}" for name, n in failures.items())
+            lines.append(
+                f"{'':19}failures: {counts}; median closest to target "
+                f"{r.median_failed_closest_target_mm():.0f} mm (reach = {REACH_MM:.0f} mm)"
+            )
+        else:
+            lines.append(f"{'':19}failures: none")
     return "\n".join(lines)
 
 
