@@ -191,6 +191,78 @@ def test_cli_eval_compares_k_and_skip_modes_of_a_real_checkpoint(tmp_path, capsy
     assert "early" in capsys.readouterr().out
 
 
+def _tiny_random_policy():
+    """A random tiny MoLe-VLA behind the policy interface (2 DDIM steps, no guidance: the loop is what is tested)."""
+    torch = pytest.importorskip("torch")
+    from mole_vla_ros.model.configuration import MoLeVLAConfig
+    from mole_vla_ros.model.modeling import MoLeVLA
+    from mole_vla_ros.model.normalization import ActionNormalizer
+    from mole_vla_ros.model.policy import MoLeVLAPolicy
+
+    torch.manual_seed(0)
+    overrides = {"action_head.ddim_steps": 2, "action_head.cfg_scale": 1.0}
+    config = MoLeVLAConfig.preset("tiny", camera_names=("scene", "wrist"), chunk_size=8, **overrides)
+    return MoLeVLAPolicy(MoLeVLA(config), ActionNormalizer.identity(config.action_dim), seed=0)
+
+
+def _recording(policy):
+    """(policy, chunks): every chunk the policy produces is appended to `chunks` as (noise seed, actions)."""
+    chunks, infer = [], policy.infer
+
+    def recorded(inp):
+        out = infer(inp)
+        chunks.append((inp.seed, out.actions))
+        return out
+
+    policy.infer = recorded
+    return policy, chunks
+
+
+@pytest.mark.slow
+def test_an_episode_meets_the_same_noise_whatever_ran_before_it(pick_sim):
+    """Settings and seed ranges compared must not differ by noise-sequence luck: the diffusion noise restarts from
+    each episode's seed, so episode 4's rollout is the same alone or after episode 3, and after another setting."""
+
+    def run(policy, chunks, seed, episodes, mode="star"):
+        """The chunks of the run's last episode (its noise seeds; warm-up calls use seed 0)."""
+        start = len(chunks)
+        policy.skip_mode = mode
+        settings = EvalSettings(task="pick", episodes=episodes, seed=seed, sim=SIM, max_seconds=1.5)
+        evaluate(policy, settings, pick_sim, (mode, 2), progress=False)
+        last = seed + episodes - 1
+        stride = sim_evaluate.NOISE_SEEDS_PER_EPISODE
+        return np.stack([a for s, a in chunks[start:] if s is not None and s // stride == last and s > 0])
+
+    import mole_vla_ros.sim.evaluate as sim_evaluate
+
+    policy, chunks = _recording(_tiny_random_policy())
+    after_3 = run(policy, chunks, seed=3, episodes=2)  # seeds 3 and 4 in one run
+    alone = run(*_recording(_tiny_random_policy()), seed=4, episodes=1)
+    assert len(alone) >= 2  # re-planned within the episode
+    np.testing.assert_array_equal(after_3, alone)
+    run(policy, chunks, seed=40, episodes=1, mode="early")  # another setting first, on the same policy
+    np.testing.assert_array_equal(run(policy, chunks, seed=4, episodes=1), alone)
+    # and the noise does matter: other per-episode noise seeds give other chunks
+    stride = sim_evaluate.NOISE_SEEDS_PER_EPISODE
+    try:
+        sim_evaluate.NOISE_SEEDS_PER_EPISODE = stride + 1
+        assert not np.array_equal(run(*_recording(_tiny_random_policy()), seed=4, episodes=1), alone)
+    finally:
+        sim_evaluate.NOISE_SEEDS_PER_EPISODE = stride
+
+
+def test_restart_noise_refuses_a_bad_seed():
+    from mole_vla_ros.runtime.node_core import PolicyRuntime
+
+    runtime = PolicyRuntime(sim_runtime_config(EvalSettings(task="pick", sim=SIM), _tiny_random_policy()),
+                            _tiny_random_policy(), executor="inline")  # fmt: skip
+    with pytest.raises(ValueError, match="noise seed must be an integer >= 0"):
+        runtime.restart_noise(-1)
+    with pytest.raises(ValueError, match="noise seed must be an integer >= 0"):
+        runtime.restart_noise(1.5)
+    runtime.close()
+
+
 def test_joint_trajectory_output_mode_also_closes_the_loop(pick_sim):
     """The runtime's JointTrajectory stream (its own IK) drives the sim arm joint by joint, and still succeeds."""
     settings = EvalSettings(task="pick", episodes=1, seed=9, sim=SIM, runtime={"output_mode": "joint_trajectory"})

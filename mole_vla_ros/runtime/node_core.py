@@ -191,7 +191,9 @@ class PolicyRuntime:
         self._pending: _Pending | None = None
         self._warmup_future: Future | None = None
         self.ready = sch.warmup_steps == 0
+        # request i (counted from construction or the last restart_noise) gets diffusion noise seed _noise_seed + i
         self._requests = 0
+        self._noise_seed = sch.seed
         self._last_obs_stamp = -np.inf  # newest observation already given to the policy
         self._last_fresh_obs = -np.inf  # newest_stamp of the last synchronised observation seen
         self._obs_status = "no observation yet"
@@ -316,6 +318,16 @@ class PolicyRuntime:
         jt = self.joints
         return jt is not None and (jt.braking(st.stamp) or (jt.last is not None and bool(np.any(jt.last.velocities))))
 
+    def restart_noise(self, seed: int) -> None:
+        """Give the next inference request the diffusion noise seed `seed` (then seed + 1, ...), whatever ran before.
+
+        The simulator's evaluation calls it per episode, so an episode's rollout does not depend on how many requests
+        earlier episodes made, and every setting compared meets the same noise on the same episode."""
+        if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"the noise seed must be an integer >= 0, got {seed!r}.")
+        with self._lock:
+            self._noise_seed, self._requests = int(seed), 0
+
     def reset_episode(self) -> None:
         """Forget the plan, the pending inference and all buffered observations (between episodes).
 
@@ -400,7 +412,7 @@ class PolicyRuntime:
         if not due:
             return
         images = {c: obs.images[c] for c in self.policy.camera_names}
-        inp = PolicyInput(images, self.instruction, self.active_layers, seed=sch.seed + self._requests)
+        inp = PolicyInput(images, self.instruction, self.active_layers, seed=self._noise_seed + self._requests)
         self._requests += 1
         self._last_obs_stamp = obs.stamp
         self._inference_times.append(now)

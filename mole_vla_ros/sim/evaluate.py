@@ -8,7 +8,9 @@ The loop is the node's, with the simulator in place of ROS:
 The runtime steps at its command rate (`commands_per_frame` x the camera rate); cameras are rendered at the
 simulator's control rate, like real cameras slower than the controller. Inference latency is simulated by the
 runtime (`scheduling.simulated_latency_s`), so a run is deterministic for a seed; the measured compute time is
-reported separately. Any `Policy` works: the MoLe-VLA checkpoint, or `ScriptedPolicy` (the scripted expert behind the
+reported separately. The diffusion noise restarts from each episode's seed (`NOISE_SEEDS_PER_EPISODE` request seeds
+per episode), so an episode's rollout does not depend on the episodes before it, and every setting of a grid meets
+the same noise on the same episode (common random numbers: differences between settings are not noise luck). Any `Policy` works: the MoLe-VLA checkpoint, or `ScriptedPolicy` (the scripted expert behind the
 policy interface, which reads the instruction to choose its cube) to check the loop without a trained model.
 
 Results per configuration (k active layers x skip mode): success rate with a Wilson 95% interval, mean inference
@@ -44,6 +46,9 @@ from mole_vla_ros.sim.tasks import EpisodeSetup, get_task
 log = logging.getLogger(__name__)
 
 WILSON_Z = 1.959964  # 95 %
+# episode e's inference requests get noise seeds e * NOISE_SEEDS_PER_EPISODE + 0, 1, ...: disjoint across episodes
+# (a 10 s episode makes a few dozen requests)
+NOISE_SEEDS_PER_EPISODE = 10_000
 
 
 def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
@@ -394,6 +399,7 @@ def evaluate(
         metered.reset()
         for i in tqdm(range(settings.episodes), desc=f"sim eval {settings.task}", unit="ep", disable=not progress):
             frames: list[np.ndarray] | None = [] if settings.gif_dir and i < settings.gif_episodes else None
+            runtime.restart_noise((settings.seed + i) * NOISE_SEEDS_PER_EPISODE)
             outcome = run_episode(runtime, sim, settings, settings.seed + i, frames)
             outcomes.append(outcome)
             log.info(
