@@ -268,3 +268,26 @@ def test_joint_trajectory_output_mode_also_closes_the_loop(pick_sim):
     settings = EvalSettings(task="pick", episodes=1, seed=9, sim=SIM, runtime={"output_mode": "joint_trajectory"})
     result = evaluate(ScriptedPolicy(pick_sim), settings, pick_sim, ("scripted", None), progress=False)
     assert result.successes == 1, result.outcomes
+
+
+def test_cli_eval_renders_at_the_checkpoints_image_size_by_default(tmp_path, monkeypatch):
+    """Rendering larger and resizing down is another image than the one trained on: without --image-size the cameras
+    render at the checkpoint's own image size (the scripted expert keeps 224)."""
+    torch = pytest.importorskip("torch")
+    import mole_vla_ros.sim.evaluate as sim_evaluate
+    from mole_vla_ros.model.checkpoint import save_checkpoint
+    from mole_vla_ros.model.configuration import MoLeVLAConfig
+    from mole_vla_ros.model.modeling import MoLeVLA
+    from mole_vla_ros.model.normalization import ActionNormalizer
+
+    torch.manual_seed(0)
+    config = MoLeVLAConfig.preset("tiny", camera_names=("scene", "wrist"), image_size=48)
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(str(ckpt), MoLeVLA(config), ActionNormalizer.identity(config.action_dim))
+    sizes = []
+    monkeypatch.setattr(sim_evaluate, "evaluate_grid", lambda _f, settings, *_a, **_k: sizes.append(settings) or [])
+    base = ["sim", "eval", "--task", "pick", "--episodes", "1"]
+    assert cli_main([*base, "--checkpoint", str(ckpt)]) == 0
+    assert cli_main([*base, "--checkpoint", str(ckpt), "--image-size", "64"]) == 0
+    assert cli_main([*base, "--scripted"]) == 0
+    assert [s.sim.image_size for s in sizes] == [48, 64, 224]

@@ -30,14 +30,20 @@ def _sim_config(args):
     )
 
 
-def _add_sim_args(p: argparse.ArgumentParser, image_size: int, seed: int) -> None:
+def _add_sim_args(p: argparse.ArgumentParser, image_size: int | None, seed: int) -> None:
     from mole_vla_ros.sim.tasks import TASKS
 
     p.add_argument("--task", required=True, choices=sorted(TASKS), help="pick (red/green cube) or stack")
     p.add_argument("--episodes", type=int, default=10, help="number of episodes (seeds seed..seed+N-1)")
     p.add_argument("--seed", type=int, default=seed, help="first episode seed (each episode is reproducible alone)")
     p.add_argument("--control-hz", type=float, default=10.0, help="camera / control rate of the simulator")
-    p.add_argument("--image-size", type=int, default=image_size, help="square camera resolution in pixels")
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=image_size,
+        help="square camera resolution in pixels"
+        + (f" (default {image_size})" if image_size else " (default: the checkpoint's training image size, else 224)"),
+    )
     p.add_argument("--cameras", nargs="*", default=["scene", "wrist"], help="cameras to render (none: state only)")
     p.add_argument("--robot-type", default="fr3", choices=["fr3", "panda"], help="joint / frame name prefix")
 
@@ -96,6 +102,14 @@ def _latency_overrides(text: str) -> dict:
     return {"scheduling.latency_mode": "simulated", "scheduling.simulated_latency_s": seconds}
 
 
+def _checkpoint_image_size(checkpoint: str) -> int:
+    from mole_vla_ros.model.checkpoint import read_checkpoint_meta
+
+    size = int(read_checkpoint_meta(checkpoint)["config"]["image_size"])
+    log.info("rendering the cameras at %d px, the checkpoint's training image size (--image-size to change)", size)
+    return size
+
+
 def run_eval(args) -> int:
     from mole_vla_ros.sim.evaluate import (
         EvalSettings,
@@ -105,6 +119,10 @@ def run_eval(args) -> int:
         scripted_policy_factory,
     )
 
+    if args.image_size is None:
+        # render at the resolution the checkpoint was trained on: a larger render resized down is a different image
+        # (aliasing, cube edges), and closed-loop success moves with it
+        args.image_size = _checkpoint_image_size(args.checkpoint) if args.checkpoint else 224
     settings = EvalSettings(
         task=args.task,
         episodes=args.episodes,
@@ -151,7 +169,7 @@ def register(sub) -> None:
 
     ev = sim_sub.add_parser("eval", help="closed-loop success rate of a checkpoint through the runtime core")
     # seeds from 1000 on: scenes the recorded demonstrations (seeds 0, 1, ...) never showed
-    _add_sim_args(ev, image_size=224, seed=1000)
+    _add_sim_args(ev, image_size=None, seed=1000)
     ev.add_argument("--checkpoint", help="checkpoint directory (model + normalization)")
     ev.add_argument("--scripted", action="store_true", help="use the scripted expert as the policy (sanity check)")
     ev.add_argument("--device", default="cpu", help="torch device for the model")
