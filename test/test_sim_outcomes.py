@@ -26,7 +26,14 @@ from mole_vla_ros.sim.evaluate import (
     sim_runtime_config,
 )
 from mole_vla_ros.sim.expert import ExpertConfig
-from mole_vla_ros.sim.outcomes import FAILURES, HOLD_MIN_S, REACH_MM, OutcomeTracker, classify_failure
+from mole_vla_ros.sim.outcomes import (
+    FAILURES,
+    HOLD_MIN_S,
+    REACH_HEIGHT_MM,
+    REACH_MM,
+    OutcomeTracker,
+    classify_failure,
+)
 from mole_vla_ros.sim.tasks import TaskState
 
 SIM = SimConfig(image_size=48)
@@ -66,8 +73,11 @@ def test_bad_traces_are_rejected_with_the_expected_values():
         classify_failure(False, 1.0, 1.0, 0, "red")
     with pytest.raises(ValueError, match="grasp_closes=-1 must be >= 0"):
         classify_failure(False, 1.0, 1.0, -1, "")
-    with pytest.raises(ValueError, match="closest_target_mm=nan must be a distance"):
-        classify_failure(False, math.nan, 1.0, 0, "")
+    with pytest.raises(ValueError, match=r"closest_target_mm=-1\.0 must be a distance >= 0 mm, or NaN"):
+        classify_failure(False, -1.0, 1.0, 0, "")
+    # NaN: the TCP never came low enough near that cube, which is not a reach
+    assert classify_failure(False, math.nan, math.nan, 2, "") == "no_reach"
+    assert classify_failure(False, math.nan, 10.0, 0, "") == "wrong_cube"
     with pytest.raises(ValueError, match="reach_mm=0 must be > 0"):
         classify_failure(False, 1.0, 1.0, 0, "", reach_mm=0)
     with pytest.raises(ValueError, match="must differ"):
@@ -90,9 +100,10 @@ def _state(red, green, red_in_hand=False, green_in_hand=False, red_on_table=True
 def test_tracker_measures_horizontal_distances_and_counts_closings():
     tracker = OutcomeTracker("red", "green", tick_s=0.02)
     cubes = ([0.5, 0.1, 0.02], [0.5, -0.1, 0.02])
-    tracker.observe(np.array([0.5, 0.13, 0.40]), _state(*cubes))  # 30 mm beside red, 38 cm above it
+    tracker.observe(np.array([0.5, 0.1, 0.40]), _state(*cubes))  # right over red, 38 cm above it: not counted
+    tracker.observe(np.array([0.5, 0.13, 0.02 + REACH_HEIGHT_MM / 1e3]), _state(*cubes))  # 30 mm beside, low
     tracker.observe(np.array([0.5, 0.0, 0.02]), _state(*cubes))  # 100 mm from both
-    assert tracker.closest_target_mm == pytest.approx(30.0)  # height does not count
+    assert tracker.closest_target_mm == pytest.approx(30.0)  # horizontal, and only while low
     assert tracker.closest_other_mm == pytest.approx(100.0)
     for open_ in (False, False, True, True, False):  # a repeated close is not a second closing
         tracker.gripper_command(open_)
@@ -160,7 +171,7 @@ def test_a_policy_that_holds_still_never_reaches(pick_sim):
     # an instruction the scripted policy cannot parse makes it hold the current pose with the gripper open
     o = _episode(pick_sim, ScriptedPolicy(pick_sim), seed=8, max_seconds=1.0, instruction="wait")
     assert not o.success and o.failure == "no_reach"
-    assert o.closest_target_mm > REACH_MM and o.closest_other_mm > REACH_MM
+    assert math.isnan(o.closest_target_mm) and math.isnan(o.closest_other_mm)  # the start pose is high up
     assert o.grasp_closes == 0 and o.held == ""
 
 
@@ -234,8 +245,9 @@ def test_failure_counts_json_round_trip_and_the_table_line():
     assert (first["grasp_closes"], first["held"]) == (1, "")
 
     table = format_table([result])
-    assert "failures: wrong_cube 3, missed_grasp 1, no_reach 1, unclassified 1; median closest to target 120 mm" in (
-        table
+    assert (
+        "failures: wrong_cube 3, missed_grasp 1, no_reach 1, unclassified 1; median closest to target when low 120 mm"
+        " over 5 of 6" in table
     )
     assert "failures: none" in format_table([_result([_outcome(0, "", 5.0)])])
 
@@ -248,4 +260,21 @@ def test_evaluate_reports_the_breakdown(pick_sim):
     assert result.failures() == {"no_grasp": 2}
     assert result.median_failed_closest_target_mm() < REACH_MM
     assert json.loads(json.dumps(result.to_dict()))["failures"] == {"no_grasp": 2}
-    assert "failures: no_grasp 2; median closest to target" in format_table([result])
+    assert "failures: no_grasp 2; median closest to target when low" in format_table([result])
+
+
+def test_passing_high_over_the_target_is_not_a_reach():
+    """A policy that flies over the named cube on its way to an empty spot and descends there did not reach it."""
+    tracker = OutcomeTracker("red", "green", tick_s=0.02)
+    cubes = ([0.41, -0.06, 0.02], [0.50, 0.15, 0.02])
+    for x, z in [(0.35, 0.45), (0.41, 0.34), (0.48, 0.20), (0.56, 0.05), (0.56, 0.01)]:  # over red at 34 cm, then down
+        tracker.observe(np.array([x, -0.06, z]), _state(*cubes))
+    tracker.gripper_command(False)
+    s = tracker.summary(success=False)
+    assert s.closest_target_mm == pytest.approx(150.0)  # measured only where it came low, at x = 0.56
+    assert s.closest_other_mm == pytest.approx(1e3 * math.hypot(0.06, 0.21))
+    assert s.failure == "no_reach"
+    never_low = OutcomeTracker("red", "green", tick_s=0.02)
+    never_low.observe(np.array([0.41, -0.06, 0.30]), _state(*cubes))  # right over red, 28 cm up
+    s = never_low.summary(success=False)
+    assert math.isnan(s.closest_target_mm) and math.isnan(s.closest_other_mm) and s.failure == "no_reach"

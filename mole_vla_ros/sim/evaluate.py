@@ -211,7 +211,8 @@ class ScriptedPolicy:
 class EpisodeOutcome:
     """One episode's result. The fields after wall_s come from `outcomes.OutcomeTracker` (defaults: not measured):
 
-    closest_target_mm / closest_other_mm: smallest horizontal TCP distance to the named / the other cube's centre.
+    closest_target_mm / closest_other_mm: smallest horizontal TCP distance to the named / the other cube's centre
+    while the TCP was low (`outcomes.REACH_HEIGHT_MM` above it); NaN if it never came that low.
     grasp_closes: open -> closed gripper commands sent.  held: "target", "other", "both" or "" (which cube was
     ever held: in hand and lifted, or in hand `outcomes.HOLD_MIN_S`).  failure: "" on success, else one of `outcomes.FAILURES`.
     """
@@ -364,7 +365,8 @@ class EvalResult:
         return dict(sorted(counts.items(), key=lambda kv: (-kv[1], kv[0])))
 
     def median_failed_closest_target_mm(self) -> float:
-        """Median closest horizontal TCP distance to the named cube over the failed episodes (NaN: none failed)."""
+        """Median closest horizontal TCP distance to the named cube over the failed episodes whose TCP came low
+        (NaN: none did)."""
         values = [o.closest_target_mm for o in self.outcomes if not o.success and math.isfinite(o.closest_target_mm)]
         return float(np.median(values)) if values else float("nan")
 
@@ -509,9 +511,11 @@ def format_table(results: list[EvalResult]) -> str:
         failures = r.failures()
         if failures:
             counts = ", ".join(f"{name} {n}" for name, n in failures.items())
+            failed = [o for o in r.outcomes if not o.success]
+            low = sum(math.isfinite(o.closest_target_mm) for o in failed)
             lines.append(
-                f"{'':19}failures: {counts}; median closest to target "
-                f"{r.median_failed_closest_target_mm():.0f} mm (reach = {REACH_MM:.0f} mm)"
+                f"{'':19}failures: {counts}; median closest to target when low "
+                f"{r.median_failed_closest_target_mm():.0f} mm over {low} of {len(failed)} (reach = {REACH_MM:.0f} mm)"
             )
         else:
             lines.append(f"{'':19}failures: none")

@@ -19,10 +19,10 @@ HOLD_MIN_S in a row: a cube pinched at one edge tips up between the closing fing
 still touching the table, which is a missed grasp, not a drop.
 
 The rules are checked in that order, so every episode gets exactly one category. Holding beats distance: a policy
-that got the target into the hand failed later than one that only hovered near it. All distances are horizontal
-(x-y in the base frame, TCP to cube centre): finding the named cube on the table is the language-and-vision part
-of the task, while the height of the TCP only says which phase (approach, descend) it was in. A TCP passing high
-over the target therefore counts as having reached it.
+that got the target into the hand failed later than one that only hovered near it. Distances are horizontal (x-y in
+the base frame, TCP to cube centre) and count only while the TCP is low, at most REACH_HEIGHT_MM above the cube's
+centre (descending to grasp or grasping): a TCP that passes high over the target on its way elsewhere and descends
+beside nothing has not reached it. An episode whose TCP never came that low keeps NaN distances ("no_reach").
 
 Judging is always against the episode's task (`EpisodeSetup.target` / `.other`), never against an instruction given
 to the policy instead (`run_episode(instruction=...)`): a policy that follows a swapped instruction is "wrong_cube".
@@ -44,6 +44,9 @@ from mole_vla_ros.sim.tasks import TaskState
 # as missed grasps. The cubes are at least 100 mm apart (tasks.MIN_CUBE_DISTANCE), so the TCP can never be within
 # REACH_MM of both at once.
 REACH_MM = 40.0
+# The scripted expert hovers 80-130 mm above a cube's centre before it descends (expert.py): below 60 mm the TCP is
+# descending onto a cube or grasping, never just travelling over it.
+REACH_HEIGHT_MM = 60.0
 # A pinched edge slips out within about 0.15 s (7 ticks at 50 Hz in the scripted expert's misses); a real grasp stays
 # closed for the expert's 0.6 s close phase before lifting. 0.3 s sits between them.
 HOLD_MIN_S = 0.3
@@ -69,8 +72,8 @@ def classify_failure(
     if grasp_closes < 0:
         raise ValueError(f"grasp_closes={grasp_closes} must be >= 0 (a count of gripper closings)")
     for name, value in (("closest_target_mm", closest_target_mm), ("closest_other_mm", closest_other_mm)):
-        if not value >= 0.0:  # also rejects NaN: an episode without a single observation cannot be judged
-            raise ValueError(f"{name}={value} must be a distance >= 0 mm measured during the episode")
+        if value < 0.0:  # NaN is allowed: the TCP never came low enough to count (not reached)
+            raise ValueError(f"{name}={value} must be a distance >= 0 mm, or NaN when the TCP never came low")
     if not reach_mm > 0.0:
         raise ValueError(f"reach_mm={reach_mm} must be > 0 (e.g. REACH_MM = {REACH_MM})")
     if success:
@@ -98,7 +101,8 @@ class OutcomeSummary:
 
 
 class OutcomeTracker:
-    """Accumulates one episode's trace: closest horizontal TCP distance to each cube, gripper closings, held cubes.
+    """Accumulates one episode's trace: closest horizontal TCP distance to each cube while the TCP is low (NaN if it
+    never was), gripper closings, held cubes.
 
     grasp_closes counts open -> closed transitions of the gripper COMMANDS the runtime sent (the hand starts each
     episode open), not of the measured width: a hand closing on a 40 mm cube stops half open, which a width
@@ -106,7 +110,13 @@ class OutcomeTracker:
     """
 
     def __init__(
-        self, target: str, other: str, tick_s: float, reach_mm: float = REACH_MM, hold_min_s: float = HOLD_MIN_S
+        self,
+        target: str,
+        other: str,
+        tick_s: float,
+        reach_mm: float = REACH_MM,
+        hold_min_s: float = HOLD_MIN_S,
+        reach_height_mm: float = REACH_HEIGHT_MM,
     ):
         """tick_s: seconds between `observe` calls (the command period), to time how long a cube stays in hand."""
         if target == other:
@@ -114,6 +124,7 @@ class OutcomeTracker:
         if not tick_s > 0.0:
             raise ValueError(f"tick_s={tick_s} must be > 0 s (the period between observe() calls, e.g. 0.02)")
         self.target, self.other, self.reach_mm = target, other, float(reach_mm)
+        self.reach_height_mm = float(reach_height_mm)
         self.tick_s, self.hold_min_s = float(tick_s), float(hold_min_s)
         self._in_hand_s = {target: 0.0, other: 0.0}  # how long each cube has been between both fingers, in a row
         self.closest_target_mm = math.inf
@@ -130,13 +141,17 @@ class OutcomeTracker:
         for cube in (self.target, self.other):
             if cube not in state.cube_pos:
                 raise ValueError(f"cube {cube!r} is not in the simulator state (cubes: {sorted(state.cube_pos)})")
-        d_target = 1e3 * math.hypot(*(tcp[:2] - state.cube_pos[self.target][:2]))
-        d_other = 1e3 * math.hypot(*(tcp[:2] - state.cube_pos[self.other][:2]))
-        self.closest_target_mm = min(self.closest_target_mm, d_target)
-        self.closest_other_mm = min(self.closest_other_mm, d_other)
+        self.closest_target_mm = min(self.closest_target_mm, self._low_distance_mm(tcp, state.cube_pos[self.target]))
+        self.closest_other_mm = min(self.closest_other_mm, self._low_distance_mm(tcp, state.cube_pos[self.other]))
         self._held_target |= self._held(self.target, state)
         self._held_other |= self._held(self.other, state)
         self.ticks += 1
+
+    def _low_distance_mm(self, tcp: np.ndarray, cube: np.ndarray) -> float:
+        """Horizontal TCP-to-cube distance, or inf while the TCP is more than reach_height_mm above the cube."""
+        if 1e3 * (tcp[2] - cube[2]) > self.reach_height_mm:
+            return math.inf
+        return 1e3 * math.hypot(*(tcp[:2] - cube[:2]))
 
     def _held(self, cube: str, state: TaskState) -> bool:
         if not state.cube_in_hand[cube]:
@@ -166,4 +181,7 @@ class OutcomeTracker:
         failure = classify_failure(
             success, self.closest_target_mm, self.closest_other_mm, self.grasp_closes, self.held, self.reach_mm
         )
-        return OutcomeSummary(self.closest_target_mm, self.closest_other_mm, self.grasp_closes, self.held, failure)
+        target_mm, other_mm = (
+            d if math.isfinite(d) else math.nan for d in (self.closest_target_mm, self.closest_other_mm)
+        )
+        return OutcomeSummary(target_mm, other_mm, self.grasp_closes, self.held, failure)
