@@ -55,5 +55,13 @@ def test_default_model_is_small_and_documented():
     assert {"full depth", "MoLe (STAR) k=4", "MoLe w/o CogKD k=4", *trained} <= labels
     # the closed-loop numbers the card quotes are on disk, per setting
     rows = json.loads((MODEL / "eval" / "sim_eval.json").read_text(encoding="utf-8"))
-    assert {(r["skip_mode"], r["episodes"]) for r in rows} >= {("full", 30), ("star", 30)}
+    assert {(r["skip_mode"], r["episodes"]) for r in rows} >= {("full", 100), ("star", 100)}
     assert all(0 <= r["successes"] <= r["episodes"] for r in rows)
+    card_rows = {
+        "| stage-1 model (full depth) |": "sim_eval_stage1.json",
+        "| early exit k=4 (trained) |": "sim_eval_early.json",
+    }
+    for row, name in card_rows.items():  # the table's success counts are the files' (no stale copy in the card)
+        (result,) = json.loads((MODEL / "eval" / name).read_text(encoding="utf-8"))
+        line = [line for line in card.splitlines() if line.startswith(row)][-1]  # the closed-loop table comes last
+        assert f"| {result['successes']}/{result['episodes']} |" in line, (line, result["successes"])
