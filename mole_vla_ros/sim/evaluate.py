@@ -10,8 +10,9 @@ simulator's control rate, like real cameras slower than the controller. Inferenc
 runtime (`scheduling.simulated_latency_s`), so a run is deterministic for a seed; the measured compute time is
 reported separately. The diffusion noise restarts from each episode's seed (`NOISE_SEEDS_PER_EPISODE` request seeds
 per episode), so an episode's rollout does not depend on the episodes before it, and every setting of a grid meets
-the same noise on the same episode (common random numbers: differences between settings are not noise luck). Any `Policy` works: the MoLe-VLA checkpoint, or `ScriptedPolicy` (the scripted expert behind the
-policy interface, which reads the instruction to choose its cube) to check the loop without a trained model.
+the same noise on the same episode (common random numbers: differences between settings are not noise luck).
+Any `Policy` works: the MoLe-VLA checkpoint, or `ScriptedPolicy` (the scripted expert behind the policy interface,
+which reads the instruction to choose its cube) to check the loop without a trained model.
 
 Results per configuration (k active layers x skip mode): success rate with a Wilson 95% interval, mean inference
 latency, FLOPs per inference, mean layers run, wall time per control step; and why the failed episodes failed
@@ -214,7 +215,8 @@ class EpisodeOutcome:
     closest_target_mm / closest_other_mm: smallest horizontal TCP distance to the named / the other cube's centre
     while the TCP was low (`outcomes.REACH_HEIGHT_MM` above it); NaN if it never came that low.
     grasp_closes: open -> closed gripper commands sent.  held: "target", "other", "both" or "" (which cube was
-    ever held: in hand and lifted, or in hand `outcomes.HOLD_MIN_S`).  failure: "" on success, else one of `outcomes.FAILURES`.
+    ever held: in hand and lifted, or in hand `outcomes.HOLD_MIN_S`).
+    failure: "" on success, else one of `outcomes.FAILURES`.
     """
 
     seed: int

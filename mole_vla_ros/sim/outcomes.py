@@ -169,7 +169,7 @@ class OutcomeTracker:
 
     @property
     def held(self) -> str:
-        """ "target", "other", "both" or "": which cube was held (lifted in hand, or in hand HOLD_MIN_S) at some point."""
+        """Which cube was held at some point (lifted in hand, or in hand HOLD_MIN_S): "target", "other", "both", ""."""
         if self._held_target and self._held_other:
             return "both"
         return "target" if self._held_target else "other" if self._held_other else ""
