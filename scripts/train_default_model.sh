@@ -33,7 +33,7 @@ stamp() { echo "[$(date +%H:%M:%S), ${SECONDS}s] $*"; }
 
 if [ ! -f "$WORK/episodes_pick/.done" ]; then
   # seeds 1000 .. 1000+EPISODES-1 in $THREADS processes (each episode depends on its seed alone, so the split does
-  # not change the data); a part left incomplete by a stop is recorded again
+  # not change the data); a recording stopped before it finished (no .done marker) is redone from scratch
   stamp "recording $EPISODES simulated pick demonstrations, $THREADS processes"
   rm -rf "$WORK/episodes_pick"
   PER=$(((EPISODES + THREADS - 1) / THREADS))

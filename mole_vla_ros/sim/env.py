@@ -273,10 +273,11 @@ class TabletopSim:
         rot = self.data.xmat[self.ids.cube_body[color]].reshape(3, 3)
         return float(np.arctan2(rot[1, 0], rot[0, 0]))
 
-    def success(self) -> bool:
+    def success(self, state: TaskState | None = None) -> bool:
+        """Whether the episode's task is done; `state`: a `task_state()` of this tick already taken (saves a scan)."""
         if self.setup is None:
             raise RuntimeError("call reset(seed) before asking for success")
-        return self.task.success(self.setup, self.task_state())
+        return self.task.success(self.setup, self.task_state() if state is None else state)
 
     def close(self) -> None:
         if self._renderer is not None:
