@@ -48,18 +48,60 @@ def _add_sim_args(p: argparse.ArgumentParser, image_size: int | None, seed: int)
     p.add_argument("--robot-type", default="fr3", choices=["fr3", "panda"], help="joint / frame name prefix")
 
 
+def _takeover_factory(args):
+    """`sim record --takeover-checkpoint`: the policy that drives each episode before the expert takes over."""
+    if not args.takeover_checkpoint:
+        return None
+    from mole_vla_ros.sim.evaluate import load_policy
+    from mole_vla_ros.sim.takeover import PolicyTakeover, TakeoverConfig
+
+    if args.image_size != (size := _checkpoint_image_size(args.takeover_checkpoint)):
+        log.warning(
+            "recording at %d px but %s was trained on %d px: the policy sees resized frames (closed-loop behaviour "
+            "depends on it); pass --image-size %d to record what it saw in training",
+            args.image_size,
+            args.takeover_checkpoint,
+            size,
+            size,
+        )
+    config = TakeoverConfig(
+        after_s=tuple(args.takeover_after),
+        active_layers=args.takeover_active_layers,
+        keep_successes=args.takeover_keep_successes,
+        runtime=_latency_overrides(args.latency),
+    )
+    factory = load_policy(args.takeover_checkpoint, device=args.device)
+
+    def build(sim):
+        policy = factory(args.takeover_active_layers, args.takeover_skip_mode, sim)
+        return PolicyTakeover(policy, sim, config, source=str(args.takeover_checkpoint))
+
+    return build
+
+
 def run_record(args) -> int:
     from mole_vla_ros.sim.expert import ExpertConfig
     from mole_vla_ros.sim.record import record_episodes
 
     expert = ExpertConfig(mistake_prob=args.mistake_prob, command_noise_std=args.command_noise)
-    results = record_episodes(args.out, args.task, args.episodes, args.seed, _sim_config(args), expert)
-    ok = sum(r.success for r in results)
-    retries = sum(r.retries for r in results)
-    print(f"recorded {len(results)} episodes into {args.out}: {ok} successful, {retries} expert recoveries")
-    instructions = sorted({r.instruction for r in results})
-    print("instructions: " + "; ".join(f"{i!r} x{sum(r.instruction == i for r in results)}" for i in instructions))
-    return 0 if ok else 1
+    takeover = _takeover_factory(args)
+    results = record_episodes(
+        args.out, args.task, args.episodes, args.seed, _sim_config(args), expert, takeover=takeover
+    )
+    recorded = [r for r in results if not r.skipped]
+    ok = sum(r.success for r in recorded)
+    retries = sum(r.retries for r in recorded)
+    print(f"recorded {len(recorded)} episodes into {args.out}: {ok} successful, {retries} expert recoveries")
+    if takeover is not None:
+        held = sum(bool(r.takeover and r.takeover["policy_held"] == "target") for r in recorded)
+        print(
+            f"expert takeover of {args.takeover_checkpoint}: {len(results) - len(recorded)} of {len(results)} seeds "
+            f"skipped (the policy succeeded before its takeover time); {held} recorded episodes start with the "
+            "named cube in hand"
+        )
+    instructions = sorted({r.instruction for r in recorded})
+    print("instructions: " + "; ".join(f"{i!r} x{sum(r.instruction == i for r in recorded)}" for i in instructions))
+    return 0 if ok or not recorded else 1
 
 
 def run_show(args) -> int:
@@ -160,6 +202,32 @@ def register(sub) -> None:
     rec.add_argument("--out", required=True, help="output directory (one sub-directory per episode)")
     rec.add_argument("--mistake-prob", type=float, default=0.3, help="chance the first grasp misses (recoveries)")
     rec.add_argument("--command-noise", type=float, default=0.0015, help="per-step command jitter std (m)")
+    take = rec.add_argument_group(
+        "expert takeover (DAgger-style data)",
+        "a policy drives each episode through the runtime core, as in `sim eval`, until a takeover time drawn per "
+        "episode; the expert then takes over from that state and only its part is recorded "
+        "(episodes sim_<task>_takeover_seed<N>)",
+    )
+    take.add_argument("--takeover-checkpoint", help="checkpoint directory of the policy that drives first")
+    take.add_argument(
+        "--takeover-after",
+        type=float,
+        nargs=2,
+        default=[1.0, 6.0],
+        metavar=("LOW", "HIGH"),
+        help="takeover time window in seconds (uniform per episode)",
+    )
+    take.add_argument("--takeover-active-layers", type=int, help="STAR k for the policy (default: checkpoint's)")
+    take.add_argument(
+        "--takeover-skip-mode", choices=["star", "random", "early", "full"], help="layer-skip mode for the policy"
+    )
+    take.add_argument(
+        "--takeover-keep-successes",
+        action="store_true",
+        help="also record seeds the policy solved before the takeover (default: skip them)",
+    )
+    take.add_argument("--latency", default="0.1", help="inference latency the runtime assumes (as in sim eval)")
+    take.add_argument("--device", default="cpu", help="torch device for the policy")
     rec.set_defaults(func=run_record)
 
     show = sim_sub.add_parser("show", help="render the cameras of one episode's start into a PNG (setup check)")

@@ -268,12 +268,14 @@ def run_episode(
     seed: int,
     frames: list[np.ndarray] | None = None,
     instruction: str | None = None,
+    stop_at_s: float | None = None,
 ) -> EpisodeOutcome:
     """One closed-loop episode; appends scene-camera frames to `frames` when given (for GIFs).
 
     `instruction` replaces the episode's instruction for the policy only (success and the failure category are
     still judged on the episode's task and its named cube): an ablation that shows whether a policy follows the
-    language at all."""
+    language at all. `stop_at_s` ends the episode early at that sim time (before the task's limit), leaving the
+    simulator where the policy brought it: the expert takeover of `sim record --takeover-checkpoint` starts there."""
     wall0 = time.perf_counter()
     obs = sim.reset(seed)
     if runtime.safety.enabled:  # left enabled by an interrupted episode
@@ -287,6 +289,8 @@ def run_episode(
     if why:
         raise RuntimeError(f"the runtime refused to enable in the simulator: {why}")
     limit = settings.max_seconds or sim.task.episode_seconds
+    if stop_at_s is not None:
+        limit = min(limit, max(stop_at_s - sim.time, 0.0))
     ticks = round(limit / settings.command_dt)
     cam = "scene" if "scene" in sim.config.cameras else sim.config.cameras[0]
     setup = sim.setup  # the episode's task: what success and the failure category are judged on

@@ -135,6 +135,12 @@ class ScriptedExpert:
             self.pos = obs.ee_pose.pose.position.copy()
             rot = quat_xyzw_to_mat(obs.ee_pose.pose.quaternion) @ DOWN.T
             self.yaw = float(np.arctan2(rot[1, 0], rot[0, 0]))
+            if self.sim.task_state().cube_in_hand[self.setup.target]:
+                # taking over a robot that already holds the named cube (expert takeover of a policy rollout): keep
+                # holding it and lift, as an operator would, instead of opening and starting over
+                self.gripper = 0.0
+                self.attempts = 1
+                self._set_phase("lift")
         state = self.sim.task_state()
         target = self.setup.target
         cube = state.cube_pos[target]

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -24,6 +25,7 @@ from mole_vla_ros.sim.config import SimConfig
 from mole_vla_ros.sim.env import SimObservation, TabletopSim, apply_gripper
 from mole_vla_ros.sim.expert import ExpertAction, ExpertConfig, ScriptedExpert
 from mole_vla_ros.sim.messages import SimMessageBuilder, StampedMessage
+from mole_vla_ros.sim.takeover import PolicyTakeover
 
 log = logging.getLogger(__name__)
 
@@ -72,6 +74,8 @@ class EpisodeResult:
     mistake: bool
     path: Path | None = None
     phases: list[str] = field(default_factory=list)
+    skipped: str = ""  # why nothing was recorded for this seed (takeover: the policy had succeeded already)
+    takeover: dict | None = None  # TakeoverResult.to_dict() for takeover episodes
 
 
 def run_expert_episode(
@@ -79,10 +83,12 @@ def run_expert_episode(
     seed: int,
     expert_config: ExpertConfig | None = None,
     on_tick=None,
+    resume: bool = False,
 ) -> EpisodeResult:
     """Roll out the scripted expert for one episode. `on_tick(obs, action)` sees every observation and command
-    (action is None for the final observation)."""
-    obs = sim.reset(seed)
+    (action is None for the final observation). `resume`: take the robot over where it is (an episode `seed` some
+    policy has been driving) instead of resetting the simulator; the expert gets the task's full time from there."""
+    obs = sim.observe() if resume else sim.reset(seed)
     # A generator separate from the scene's: changing expert noise settings does not move the cubes.
     expert = ScriptedExpert(sim, np.random.default_rng([seed, 1]), expert_config)
     gripper_state: float | None = None
@@ -122,10 +128,14 @@ class SimEpisodeRecorder:
         sim_config: SimConfig | None = None,
         expert_config: ExpertConfig | None = None,
         min_free_disk_gb: float = 1.0,
+        takeover: Callable[[TabletopSim], PolicyTakeover] | None = None,
     ):
+        """`takeover(sim)` builds a `PolicyTakeover` on the recorder's simulator: every episode is then driven by
+        the policy until its takeover time, and only the expert's part from there is recorded."""
         self.sim_config = sim_config or SimConfig()
         self.sim = TabletopSim(self.sim_config, task)
         self.expert_config = expert_config
+        self.takeover = takeover(self.sim) if takeover is not None else None
         self.output_dir = Path(output_dir)
         self.config = sim_recorder_config(self.output_dir, self.sim_config, min_free_disk_gb)
         self._now_ns = 0
@@ -156,26 +166,40 @@ class SimEpisodeRecorder:
             self.core.on_message(self.resolve(m.topic), self.factory.serialize(m.msg), self._now_ns)
 
     def record(self, seed: int, name: str | None = None) -> EpisodeResult:
-        """Record one episode (seeded); returns its result with the saved episode's path."""
+        """Record one episode (seeded); returns its result with the saved episode's path (None when skipped)."""
         self.sim.reset(seed)  # to know the instruction before `start`; run_expert_episode resets identically
-        self._pending_name = name or f"sim_{self.sim.task.name}_seed{seed:06d}"
+        kind = "takeover_" if self.takeover is not None else ""
+        self._pending_name = name or f"sim_{self.sim.task.name}_{kind}seed{seed:06d}"
         if (self.output_dir / self._pending_name).exists():
             raise FileExistsError(
                 f"episode {self.output_dir / self._pending_name} exists already: record into another --out, or "
                 "start at a --seed whose episodes are not there yet (names are sim_<task>_seed<N>)"
             )
-        self._now_ns = 0
+        takeover = self.takeover.drive(seed) if self.takeover is not None else None
+        if takeover is not None and takeover.policy.success and not self.takeover.config.keep_successes:
+            return EpisodeResult(
+                seed,
+                self.sim.instruction,
+                True,
+                0,
+                0,
+                False,
+                skipped=f"the policy succeeded after {takeover.policy.seconds:.1f} s, before the takeover",
+                takeover=takeover.to_dict(),
+            )
+        t0 = self.sim.time  # 0, or the takeover time: stamps go on from the policy's part
+        self._now_ns = round(t0 * 1e9)
         started = self.core.start(self.sim.instruction)
         if not started.ok:
             raise RuntimeError(f"recorder refused to start: {started.message}")
-        self._write([self.builder.tf_static(0.0), self.builder.instruction(self.sim.instruction, 0.0)])
+        self._write([self.builder.tf_static(t0), self.builder.instruction(self.sim.instruction, t0)])
 
         def on_tick(obs: SimObservation, action: ExpertAction | None) -> None:
             self._write(self.builder.observation(obs))
             if action is not None:
                 self._write(self.builder.teleop(obs.stamp, action.pose, action.gripper))
 
-        result = run_expert_episode(self.sim, seed, self.expert_config, on_tick)
+        result = run_expert_episode(self.sim, seed, self.expert_config, on_tick, resume=takeover is not None)
         writer = self.core.writer
         assert writer is not None
         writer.metadata.extra["sim"] = {
@@ -189,6 +213,9 @@ class SimEpisodeRecorder:
             "expert_mistake": result.mistake,
             "steps": result.steps,
         }
+        if takeover is not None:
+            result.takeover = {"policy": self.takeover.source, **takeover.to_dict()}
+            writer.metadata.extra["sim"]["takeover"] = result.takeover
         saved = self.core.save(result.success)
         if not saved.ok:
             raise RuntimeError(f"recorder could not save the episode: {saved.message}")
@@ -196,6 +223,8 @@ class SimEpisodeRecorder:
         return result
 
     def close(self) -> None:
+        if self.takeover is not None:
+            self.takeover.close()
         self.core.shutdown()
         self.sim.close()
 
@@ -208,35 +237,43 @@ def record_episodes(
     sim_config: SimConfig | None = None,
     expert_config: ExpertConfig | None = None,
     progress: bool = True,
+    takeover: Callable[[TabletopSim], PolicyTakeover] | None = None,
 ) -> list[EpisodeResult]:
-    """Record `episodes` scripted episodes with seeds seed, seed+1, ...; failures are kept, labelled failure."""
+    """Record `episodes` scripted episodes with seeds seed, seed+1, ...; failures are kept, labelled failure.
+    With `takeover` (see `SimEpisodeRecorder`) a policy drives each episode first; seeds it solved alone are skipped
+    (their results say so, with no path)."""
     if episodes < 1:
         raise ValueError(f"episodes must be >= 1, got {episodes}")
     from tqdm import tqdm
 
-    recorder = SimEpisodeRecorder(output_dir, task, sim_config, expert_config)
+    recorder = SimEpisodeRecorder(output_dir, task, sim_config, expert_config, takeover=takeover)
     results = []
     start = time.perf_counter()
     try:
         for i in tqdm(range(episodes), desc=f"sim record {task}", unit="ep", disable=not progress):
             res = recorder.record(seed + i)
-            log.info(
-                "episode %s: %r success=%s steps=%d retries=%d",
-                res.path,
-                res.instruction,
-                res.success,
-                res.steps,
-                res.retries,
-            )
+            if res.skipped:
+                log.info("seed %d: %r not recorded: %s", res.seed, res.instruction, res.skipped)
+            else:
+                log.info(
+                    "episode %s: %r success=%s steps=%d retries=%d%s",
+                    res.path,
+                    res.instruction,
+                    res.success,
+                    res.steps,
+                    res.retries,
+                    f" (expert took over at {res.takeover['after_s']:.1f} s)" if res.takeover else "",
+                )
             results.append(res)
     finally:
         recorder.close()
     elapsed = time.perf_counter() - start
-    n_ok = sum(r.success for r in results)
+    recorded = [r for r in results if not r.skipped]
     log.info(
-        "recorded %d episodes (%d successful) into %s in %.1f s (%.1f episodes/min)",
-        len(results),
-        n_ok,
+        "recorded %d episodes (%d successful, %d seeds skipped) into %s in %.1f s (%.1f seeds/min)",
+        len(recorded),
+        sum(r.success for r in recorded),
+        len(results) - len(recorded),
         output_dir,
         elapsed,
         60 * len(results) / max(elapsed, 1e-9),
