@@ -173,6 +173,15 @@ def test_normalizer_round_trip_mask_and_clipping():
     np.testing.assert_array_equal(again.q01, norm.q01)
 
 
+def test_fraction_clipped_counts_values_outside_the_bounds_on_varying_normalized_dims():
+    norm = ActionNormalizer([-1.0, 0.5, -1.0], [1.0, 0.5, 1.0], [True, True, False])  # dim 1 constant, dim 2 raw
+    a = np.array([[0.0, 0.7, 9.0], [2.0, 0.5, 9.0], [-3.0, 0.4, 9.0], [1.0, 0.5, 9.0]])
+    assert norm.fraction_clipped(a) == pytest.approx(0.5)  # dim 0 only: 2 of 4 outside
+    assert norm.fraction_clipped(a[None]) == pytest.approx(0.5)  # any leading shape ([N, chunk, D])
+    data = np.random.default_rng(0).normal(size=(5000, 7))
+    assert 0.015 < ActionNormalizer.from_data(data).fraction_clipped(data) < 0.025  # q01/q99: ~2 % outside
+
+
 def test_normalizer_from_data_uses_percentiles():
     data = np.stack([np.linspace(-1, 1, 1001)] * 6 + [np.r_[np.zeros(500), np.ones(501)]], axis=1)
     norm = ActionNormalizer.from_data(data)

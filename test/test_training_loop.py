@@ -40,7 +40,8 @@ def _stamp(msg, t_ns):
     msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(int(t_ns), NS)
 
 
-def write_episode(root, name: str, instruction: str, rng, ticks: int = 24):
+def write_episode(root, name: str, instruction: str, rng, ticks: int = 24, speed: float = 1.0):
+    """A synthetic episode; `speed` scales its motion per tick (a different action range)."""
     ts = get_typestore()
     sign = INSTRUCTIONS[instruction]
     pos = np.array([0.45, 0.0, 0.3])
@@ -71,7 +72,7 @@ def write_episode(root, name: str, instruction: str, rng, ticks: int = 24):
         )
         _stamp(m, T0 + i * TICK)
         msgs.append((T0 + i * TICK + 300_000, TOPICS[0].name, m))
-        pos = pos + np.array([0.004, 0.01 * sign, -0.002]) + rng.normal(0, 0.001, 3)
+        pos = pos + speed * np.array([0.004, 0.01 * sign, -0.002]) + rng.normal(0, 0.001, 3)
     w = EpisodeWriter(
         root,
         name,
@@ -288,6 +289,44 @@ def test_mismatched_checkpoint_and_dataset_are_explained(dataset, stage1, tmp_pa
     build_dataset([root], other, DatasetConfig(rate_hz=10, image_size=48, val_fraction=0.0), progress=False)
     with pytest.raises(ValueError, match="image_size: checkpoint 32 vs dataset 48"):
         Trainer(tiny(stage="mole", init_from=str(out1 / "final")), [str(other)], tmp_path / "run", progress=False)
+
+
+@pytest.mark.parametrize("mode", ["checkpoint", "dataset"])
+def test_fine_tuning_on_data_with_another_action_range_keeps_or_refits_the_statistics(
+    dataset, stage1, tmp_path, mode, caplog
+):
+    """New data (e.g. expert takeovers) moving outside the checkpoint's action range: by default the checkpoint's
+    q01/q99 stay (its outputs keep their meaning; the log says how much gets clipped); `dataset` re-fits them."""
+    from mole_vla_ros.model.checkpoint import load_checkpoint
+
+    out1, _ = stage1
+    root = tmp_path / "episodes"
+    rng = np.random.default_rng(3)
+    for e in range(2):
+        write_episode(root, f"fast{e}", list(INSTRUCTIONS)[e % 2], rng, ticks=24, speed=3.0)
+    other = tmp_path / "ds_fast"
+    build_dataset([root], other, DatasetConfig(rate_hz=10, image_size=32, val_fraction=0.0), progress=False)
+    from mole_vla_ros.training.data import open_split
+
+    ds_norm = open_split(str(other), "train").normalizer
+    _, ckpt_norm, _ = load_checkpoint(str(out1 / "final"))
+    assert not np.allclose(ds_norm.q99, ckpt_norm.q99)
+    cfg = tiny(stage="full", init_from=str(out1 / "final"), steps=1, init_normalization=mode)
+    with caplog.at_level("WARNING"):
+        train(cfg, [str(other)], tmp_path / "run", progress=False)
+    _, saved, _ = load_checkpoint(str(tmp_path / "run" / "final"))
+    expected = ckpt_norm if mode == "checkpoint" else ds_norm
+    np.testing.assert_array_equal(saved.q01, expected.q01)
+    np.testing.assert_array_equal(saved.q99, expected.q99)
+    if mode == "checkpoint":
+        assert "of the dataset's action values fall outside its range" in caplog.text
+    else:
+        assert "re-fitting them to the dataset" in caplog.text
+
+
+def test_init_normalization_must_be_checkpoint_or_dataset():
+    with pytest.raises(ValueError, match=r"init_normalization must be one of \['checkpoint', 'dataset'\]"):
+        tiny(init_normalization="union")
 
 
 def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):

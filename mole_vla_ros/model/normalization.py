@@ -76,6 +76,16 @@ class ActionNormalizer:
         n = np.clip(2.0 * (a - self.q01) / (self.q99 - self.q01 + EPS) - 1.0, -1.0, 1.0)
         return np.where(self.mask, n, a)
 
+    def fraction_clipped(self, actions) -> float:
+        """Share of the normalized dims' values in `actions` [..., D] that fall outside [q01, q99] (and so are
+        clipped by `normalize`): ~2 % on the data the bounds came from, more on data that moves elsewhere. Dims
+        whose bounds are one value (a constant, e.g. roll = pi when the TCP points down) are left out."""
+        a = np.asarray(actions, dtype=np.float64)
+        self._check(a)
+        dims = self.mask & (self.q99 - self.q01 > 1e-6)
+        outside = ((a < self.q01) | (a > self.q99))[..., dims]
+        return float(outside.mean()) if outside.size else 0.0
+
     def unnormalize(self, actions) -> np.ndarray:
         a = np.asarray(actions, dtype=np.float64)
         self._check(a)

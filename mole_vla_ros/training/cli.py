@@ -34,6 +34,7 @@ log = logging.getLogger(__name__)
 _VALUE_OPTIONS = {
     "stage": str,
     "init_from": str,
+    "init_normalization": str,
     "steps": int,
     "batch_size": int,
     "grad_accum": int,
@@ -147,6 +148,13 @@ def register(sub) -> None:
     p.add_argument("--config", help="JSON file with TrainingConfig fields (applied after the preset)")
     p.add_argument("--stage", choices=["full", "mole"], help="full: full depth (stage 1); mole: router + CogKD")
     p.add_argument("--init-from", dest="init_from", help="start from this checkpoint (stage 2: <stage-1 run>/final)")
+    p.add_argument(
+        "--init-normalization",
+        dest="init_normalization",
+        choices=["checkpoint", "dataset"],
+        help="with --init-from and a dataset whose action range differs: keep the checkpoint's q01/q99 (default; "
+        "actions outside them are clipped) or re-fit them to the dataset",
+    )
     p.add_argument("--resume", nargs="?", const="auto", help="continue a run: 'auto' (latest in --out) or a checkpoint")
     p.add_argument("--steps", type=int, help="total optimizer steps of this stage")
     p.add_argument("--batch-size", dest="batch_size", type=int, help="samples per process per micro-batch")

@@ -93,6 +93,10 @@ class TrainingConfig:
     model_preset: str = "tiny"  # MoLeVLAConfig preset used when not starting from a checkpoint
     model_overrides: dict[str, Any] = field(default_factory=dict)  # dotted MoLeVLAConfig overrides
     init_from: str | None = None  # checkpoint dir to start from (stage 1 output for stage "mole"; or a pretrained one)
+    # with init_from, whose action statistics (q01/q99) the run trains with when the dataset's differ: "checkpoint"
+    # keeps the outputs' meaning (actions outside its range are clipped), "dataset" re-fits them to the new data (the
+    # outputs change meaning and fine-tuning has to adapt; use it when the new data moves outside the old range)
+    init_normalization: str = "checkpoint"
     stage: str = "full"
     active_layers: int | None = None  # k for stage "mole" (None: the model config's default, N/2 in the presets)
     cogkd: bool = True  # stage "mole": distil from the EMA teacher (False = the ablation)
@@ -144,6 +148,7 @@ class TrainingConfig:
         if not isinstance(self.model_overrides, dict):
             _fail(f"model_overrides must be a dict of dotted config names, got {type(self.model_overrides).__name__}.")
         _one_of("stage", self.stage, STAGES)
+        _one_of("init_normalization", self.init_normalization, ("checkpoint", "dataset"))
         _one_of("skip_mode", self.skip_mode, TRAIN_SKIP_MODES)
         if self.skip_mode != "star" and self.stage != "mole":
             _fail(

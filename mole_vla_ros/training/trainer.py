@@ -211,13 +211,23 @@ class Trainer:
         if cfg.init_from:
             model, ckpt_norm, _ = load_checkpoint(cfg.init_from, device=self.device)
             self._check_matches_data(model.config, train_ds)
-            if not ((ckpt_norm.q01 == self.normalizer.q01).all() and (ckpt_norm.q99 == self.normalizer.q99).all()):
+            same = (ckpt_norm.q01 == self.normalizer.q01).all() and (ckpt_norm.q99 == self.normalizer.q99).all()
+            if not same and cfg.init_normalization == "checkpoint":
                 log.warning(
                     "the dataset's action statistics differ from %s's; training continues with the checkpoint's so "
-                    "its outputs keep their meaning",
+                    "its outputs keep their meaning: %.1f %% of the dataset's action values fall outside its range "
+                    "and are clipped (%.1f %% with the dataset's own); --init-normalization dataset re-fits them",
                     cfg.init_from,
+                    100 * ckpt_norm.fraction_clipped(train_ds.column("actions")),
+                    100 * self.normalizer.fraction_clipped(train_ds.column("actions")),
                 )
                 self.normalizer = ckpt_norm
+            elif not same:
+                log.warning(
+                    "the dataset's action statistics differ from %s's; re-fitting them to the dataset "
+                    "(--init-normalization dataset): the checkpoint's outputs change meaning until training adapts",
+                    cfg.init_from,
+                )
             model.config = model.config.replace(**{"vision.freeze": cfg.freeze_vision})
         else:
             model = build_model(self._model_config(train_ds), device=self.device, pretrained=True)
