@@ -34,3 +34,22 @@ def _one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(previous)
+
+
+@pytest.fixture
+def tiny_sim_checkpoint(tmp_path):
+    """A random tiny MoLe-VLA checkpoint for the simulator's cameras (scene, wrist), fast to run: 2 DDIM steps
+    without guidance (the action head dominates a tiny model's time, and the loop around it is what is tested).
+    Returns (checkpoint directory, model config)."""
+    torch = pytest.importorskip("torch")
+    from mole_vla_ros.model.checkpoint import save_checkpoint
+    from mole_vla_ros.model.configuration import MoLeVLAConfig
+    from mole_vla_ros.model.modeling import MoLeVLA
+    from mole_vla_ros.model.normalization import ActionNormalizer
+
+    torch.manual_seed(0)
+    overrides = {"action_head.ddim_steps": 2, "action_head.cfg_scale": 1.0}
+    config = MoLeVLAConfig.preset("tiny", camera_names=("scene", "wrist"), chunk_size=8, **overrides)
+    ckpt = tmp_path / "ckpt"
+    save_checkpoint(str(ckpt), MoLeVLA(config), ActionNormalizer.identity(config.action_dim))
+    return ckpt, config

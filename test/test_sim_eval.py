@@ -155,21 +155,10 @@ def test_cli_eval_refuses_malformed_or_unknown_overrides():
 
 
 @pytest.mark.slow
-def test_cli_eval_compares_k_and_skip_modes_of_a_real_checkpoint(tmp_path, capsys):
+def test_cli_eval_compares_k_and_skip_modes_of_a_real_checkpoint(tmp_path, capsys, tiny_sim_checkpoint):
     """A tiny random MoLe-VLA checkpoint through the whole loop: it will not solve the task, but every (k, mode)
     cell runs, STAR runs exactly k layers, and fewer layers cost fewer FLOPs."""
-    torch = pytest.importorskip("torch")
-    from mole_vla_ros.model.checkpoint import save_checkpoint
-    from mole_vla_ros.model.configuration import MoLeVLAConfig
-    from mole_vla_ros.model.modeling import MoLeVLA
-    from mole_vla_ros.model.normalization import ActionNormalizer
-
-    torch.manual_seed(0)
-    # 2 DDIM steps without guidance: the action head dominates a tiny model's time, and the loop is what is tested
-    overrides = {"action_head.ddim_steps": 2, "action_head.cfg_scale": 1.0}
-    config = MoLeVLAConfig.preset("tiny", camera_names=("scene", "wrist"), chunk_size=8, **overrides)
-    ckpt = tmp_path / "ckpt"
-    save_checkpoint(str(ckpt), MoLeVLA(config), ActionNormalizer.identity(config.action_dim))
+    ckpt, _ = tiny_sim_checkpoint
     out_json = tmp_path / "eval.json"
     rc = cli_main(
         ["sim", "eval", "--checkpoint", str(ckpt), "--task", "pick", "--episodes", "1", "--image-size", "64",

@@ -166,18 +166,8 @@ def test_bad_takeover_settings_are_refused(kwargs, match):
 
 
 @pytest.mark.slow
-def test_cli_record_with_a_real_checkpoint_taking_over(tmp_path, capsys):
-    torch = pytest.importorskip("torch")
-    from mole_vla_ros.model.checkpoint import save_checkpoint
-    from mole_vla_ros.model.configuration import MoLeVLAConfig
-    from mole_vla_ros.model.modeling import MoLeVLA
-    from mole_vla_ros.model.normalization import ActionNormalizer
-
-    torch.manual_seed(0)
-    overrides = {"action_head.ddim_steps": 2, "action_head.cfg_scale": 1.0}
-    config = MoLeVLAConfig.preset("tiny", camera_names=("scene", "wrist"), chunk_size=8, **overrides)
-    ckpt = tmp_path / "ckpt"
-    save_checkpoint(str(ckpt), MoLeVLA(config), ActionNormalizer.identity(config.action_dim))
+def test_cli_record_with_a_real_checkpoint_taking_over(tmp_path, capsys, tiny_sim_checkpoint):
+    ckpt, config = tiny_sim_checkpoint
     out = tmp_path / "eps"
     rc = cli_main(
         ["sim", "record", "--task", "pick", "--episodes", "2", "--seed", "3", "--image-size", str(config.image_size),

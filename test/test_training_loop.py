@@ -19,6 +19,7 @@ from safetensors.torch import load_file
 from mole_vla_ros.data.dataset import DatasetConfig, build_dataset
 from mole_vla_ros.data.episode import EpisodeMetadata, EpisodeWriter, QosSpec, TopicSpec
 from mole_vla_ros.data.typestore import default_message, get_typestore
+from mole_vla_ros.interfaces import PolicyInput
 from mole_vla_ros.runtime import rotations as rot
 from mole_vla_ros.training.config import TrainingConfig, lr_factor
 from mole_vla_ros.training.distributed import spawn_local
@@ -134,6 +135,10 @@ def test_tiny_training_lowers_the_loss(stage1):
 
     policy = MoLeVLAPolicy.from_checkpoint(str(out / "final"))
     assert policy.camera_names == ("scene",) and policy.image_size == 32
+    # loaded anywhere, a full-depth checkpoint runs every layer, not k picked by its untrained router
+    assert policy.skip_mode == "full"
+    images = {"scene": np.zeros((32, 32, 3), dtype=np.uint8)}
+    assert len(policy.infer(PolicyInput(images=images, instruction="move left", seed=0)).layer_indices) == 4
 
 
 def test_router_choices_change_with_stage2_training(dataset, stage1, tmp_path):

@@ -244,6 +244,10 @@ class Trainer:
             if k >= mc.num_layers:
                 log.warning("stage 'mole' with k=%d of N=%d layers skips nothing", k, mc.num_layers)
             changes.update({"active_layers": k, "skip_mode": cfg.skip_mode})
+        else:
+            # a full-depth checkpoint runs every layer when loaded (node, sim eval, replay): its router is untrained,
+            # so the preset's "star" would pick k layers by an untrained router's whim
+            changes["skip_mode"] = "full"
         if changes:
             model.config = mc.replace(**changes)
         mc = model.config
