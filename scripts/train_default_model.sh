@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Reproduce models/default from nothing on a CPU: simulated demonstrations -> dataset -> stage 1 (full depth) ->
+# [optional stage 1b: more steps on demonstrations + expert takeovers of the stage-1 policy, DAgger-style data] ->
 # stage 2 (MoLe: STAR + CogKD) with its ablation (no CogKD) and the trained skip baselines (random skip, early exit,
 # same recipe and budget) -> held-out evaluation -> closed loop in the simulator -> copy into models/default.
 #
 #   make default-model                       # or: bash scripts/train_default_model.sh
 #   STEPS1=500 STEPS2=300 bash scripts/train_default_model.sh     # a quick, much weaker run
+#   STEPS1B=1500 bash scripts/train_default_model.sh              # + stage 1b with 200 expert takeovers (~30 min more)
 #
 # Every stage resumes (--resume auto) and finished stages are skipped, so the script can be re-run after a stop.
 # Measured on this 2-core CPU (MODEL_CARD.md): about 95 minutes in all: recording ~1 min, dataset ~1 min, vision
@@ -18,37 +20,46 @@ PY=${PY:-.venv/bin/python}
 WORK=${WORK:-runs/default_model}
 EPISODES=${EPISODES:-200}        # scripted pick demonstrations, seeds 1000..1199 (closed-loop evaluation: 5000..)
 STEPS1=${STEPS1:-3000}           # stage 1 optimizer steps (batch 32)
+STEPS1B=${STEPS1B:-0}            # stage 1b: more full-depth steps from stage 1 (0 = none: models/default's recipe)
+TAKEOVER_EPISODES=${TAKEOVER_EPISODES:-200} # stage 1b data: + expert takeovers of stage-1 rollouts (0 = demos only)
 STEPS2=${STEPS2:-1000}           # stage 2 optimizer steps (batch 32), for MoLe and each comparison run
 SIM_EPISODES=${SIM_EPISODES:-100} # closed-loop episodes per setting (seeds 5000..; 0 = skip): 30 cannot tell 5 % from 15 %
 EVAL_SAMPLES=${EVAL_SAMPLES:-480} # held-out samples for the offline comparison (fixed random subset)
 THREADS=${THREADS:-$(nproc)}     # torch threads for stage 1; stage-2 runs use one thread each, $THREADS at a time
 DEST=${DEST:-models/default}
 CLI="$PY -m mole_vla_ros.cli"
-TRAIN="$CLI train --preset sim-default --data $WORK/dataset --no-progress --resume auto"
+TRAIN="$CLI train --preset sim-default --no-progress --resume auto"
 STAGE1="$WORK/full/final"
+DATA="$WORK/dataset"
 
 mkdir -p "$WORK"
 SECONDS=0
 stamp() { echo "[$(date +%H:%M:%S), ${SECONDS}s] $*"; }
 
-if [ ! -f "$WORK/episodes_pick/.done" ]; then
-  # seeds 1000 .. 1000+EPISODES-1 in $THREADS processes (each episode depends on its seed alone, so the split does
-  # not change the data); a recording stopped before it finished (no .done marker) is redone from scratch
-  stamp "recording $EPISODES simulated pick demonstrations, $THREADS processes"
-  rm -rf "$WORK/episodes_pick"
-  PER=$(((EPISODES + THREADS - 1) / THREADS))
-  RECORDERS=()
+# record_parts NAME FIRST_SEED COUNT [sim record options...]: seeds FIRST_SEED .. FIRST_SEED+COUNT-1 into
+# $WORK/NAME/part<i> in $THREADS processes (each episode depends on its seed alone, so the split does not change the
+# data); a recording stopped before it finished (no .done marker) is redone from scratch
+record_parts() {
+  local name=$1 seed0=$2 total=$3
+  shift 3
+  rm -rf "${WORK:?}/$name"
+  local per=$(((total + THREADS - 1) / THREADS)) pids=() part first count
   for ((part = 0; part < THREADS; part++)); do
-    first=$((part * PER))
-    count=$((EPISODES - first < PER ? EPISODES - first : PER))
+    first=$((part * per))
+    count=$((total - first < per ? total - first : per))
     if [ "$count" -le 0 ]; then break; fi
-    OMP_NUM_THREADS=1 $CLI sim record --task pick --episodes "$count" --seed $((1000 + first)) --image-size 128 \
-      --out "$WORK/episodes_pick/part$part" > "$WORK/record_part$part.log" 2>&1 &
-    RECORDERS+=($!)
+    OMP_NUM_THREADS=1 $CLI sim record --task pick --episodes "$count" --seed $((seed0 + first)) --image-size 128 \
+      --out "$WORK/$name/part$part" "$@" > "$WORK/record_${name}_part$part.log" 2>&1 &
+    pids+=($!)
   done
-  for pid in "${RECORDERS[@]}"; do wait "$pid"; done
-  tail -q -n 2 "$WORK"/record_part*.log
-  touch "$WORK/episodes_pick/.done"
+  for pid in "${pids[@]}"; do wait "$pid"; done
+  tail -q -n 3 "$WORK"/record_"${name}"_part*.log
+  touch "$WORK/$name/.done"
+}
+
+if [ ! -f "$WORK/episodes_pick/.done" ]; then
+  stamp "recording $EPISODES simulated pick demonstrations, $THREADS processes"
+  record_parts episodes_pick 1000 "$EPISODES"
 fi
 if [ ! -f "$WORK/dataset/meta.json" ]; then
   stamp "building the dataset"
@@ -58,8 +69,43 @@ fi
 # stage 1: every layer runs (the CogACT role); computes and caches the frozen EfficientNet-Lite0 features
 if [ ! -f "$STAGE1/model.safetensors" ]; then
   stamp "stage 1: full depth, $STEPS1 steps"
-  $TRAIN --stage full --steps "$STEPS1" --threads "$THREADS" --out "$WORK/full" > "$WORK/full.log" 2>&1
+  $TRAIN --data "$DATA" --stage full --steps "$STEPS1" --threads "$THREADS" --out "$WORK/full" > "$WORK/full.log" 2>&1
   tail -n 8 "$WORK/full.log"
+fi
+
+# stage 1b (off by default; STEPS1B=1500 turns it on): $STEPS1B more full-depth steps from the stage-1 model (its
+# action statistics kept), on the demonstrations plus expert takeovers of the stage-1 policy: it drives each episode
+# through the runtime core (as in sim eval) until a random time in 1-6 s, then the scripted expert takes over from
+# that state and only the expert's part is recorded. TAKEOVER_EPISODES=0: the demonstrations alone. Measured
+# (MODEL_CARD.md, "Tried after"): both took the full-depth model's closed-loop success from 5/100 to 25/100 (the
+# extra steps did it, the takeovers added nothing measurable), but the MoLe run trained from it with CogKD fell to
+# 5/100 at k = 4 (18/100 without CogKD), so models/default does not use it yet. The stage-1b model is the teacher
+# and starting point of stage 2.
+if [ "$STEPS1B" -gt 0 ]; then
+  STAGE1B_DATA="$DATA"
+  STAGE1B_DIR="$WORK/full_continued"
+  if [ "$TAKEOVER_EPISODES" -gt 0 ]; then
+    if [ ! -f "$WORK/episodes_takeover/.done" ]; then
+      stamp "recording $TAKEOVER_EPISODES expert takeovers of the stage-1 policy, $THREADS processes"
+      record_parts episodes_takeover $((1000 + EPISODES)) "$TAKEOVER_EPISODES" --takeover-checkpoint "$STAGE1"
+    fi
+    if [ ! -f "$WORK/dataset_takeover/meta.json" ]; then
+      stamp "building the dataset: demonstrations + takeovers"
+      $CLI dataset build "$WORK"/episodes_pick/part* "$WORK"/episodes_takeover/part* --out "$WORK/dataset_takeover" \
+        --rate 10 --image-size 128 --no-progress
+    fi
+    STAGE1B_DATA="$WORK/dataset_takeover"
+    STAGE1B_DIR="$WORK/full_takeover"
+  fi
+  if [ ! -f "$STAGE1B_DIR/final/model.safetensors" ]; then
+    stamp "stage 1b: $STEPS1B more full-depth steps on $STAGE1B_DATA"
+    $TRAIN --data "$STAGE1B_DATA" --stage full --init-from "$STAGE1" --steps "$STEPS1B" --threads "$THREADS" \
+      --out "$STAGE1B_DIR" > "$STAGE1B_DIR.log" 2>&1
+    tail -n 8 "$STAGE1B_DIR.log"
+  fi
+  STAGE1_FIRST="$STAGE1"
+  STAGE1="$STAGE1B_DIR/final"
+  DATA="$STAGE1B_DATA"
 fi
 
 # stage 2, all from the stage-1 model with the same steps, data order and EMA teacher where CogKD is on:
@@ -78,7 +124,7 @@ RUNNING=()
 for name in mole mole_nokd random early; do
   if [ -f "$WORK/$name/final/model.safetensors" ]; then continue; fi
   # shellcheck disable=SC2086
-  $TRAIN --stage mole --init-from "$STAGE1" --steps "$STEPS2" --threads 1 ${STAGE2_ARGS[$name]} \
+  $TRAIN --data "$DATA" --stage mole --init-from "$STAGE1" --steps "$STEPS2" --threads 1 ${STAGE2_ARGS[$name]} \
     --out "$WORK/$name" > "$WORK/$name.log" 2>&1 &
   RUNNING+=($!)
   if [ "${#RUNNING[@]}" -ge "$THREADS" ]; then
@@ -96,7 +142,7 @@ done
 stamp "offline evaluation on held-out episodes"
 $CLI evaluate --checkpoint "$WORK/mole/final" --baseline-checkpoint "$STAGE1" \
   --ablation-checkpoint "$WORK/mole_nokd/final" --random-checkpoint "$WORK/random/final" \
-  --early-checkpoint "$WORK/early/final" --data "$WORK/dataset" --out "$WORK/eval" --no-progress \
+  --early-checkpoint "$WORK/early/final" --data "$DATA" --out "$WORK/eval" --no-progress \
   --repeats 3 --max-samples "$EVAL_SAMPLES" --threads "$THREADS"
 
 if [ "$SIM_EPISODES" -gt 0 ]; then
@@ -122,7 +168,10 @@ if [ "$SIM_EPISODES" -gt 0 ]; then
   P2=$!
   wait $P1
   wait $P2
-  run_sim sim_eval_stage1 "$STAGE1" full
+  run_sim sim_eval_stage1 "$STAGE1" full &
+  P1=$!
+  if [ -n "${STAGE1_FIRST:-}" ]; then run_sim sim_eval_stage1_first "$STAGE1_FIRST" full; fi
+  wait $P1
   tail -n 6 "$WORK"/eval/sim_eval*.txt
   unset OMP_NUM_THREADS
 fi
@@ -131,6 +180,7 @@ mkdir -p "$DEST/eval"
 cp "$WORK/mole/final/config.json" "$WORK/mole/final/model.safetensors" "$WORK/mole/final/normalization.json" "$DEST/"
 cp "$WORK/eval/eval.json" "$WORK/eval/eval.txt" "$WORK/eval/eval.png" "$DEST/eval/"
 cp "$WORK/full/summary.json" "$DEST/eval/summary_stage1.json"
+if [ -n "${STAGE1_FIRST:-}" ]; then cp "$STAGE1B_DIR/summary.json" "$DEST/eval/summary_stage1b.json"; fi
 for name in mole mole_nokd random early; do
   cp "$WORK/$name/summary.json" "$DEST/eval/summary_stage2_$name.json"
 done
