@@ -65,3 +65,13 @@ def test_default_model_is_small_and_documented():
         (result,) = json.loads((MODEL / "eval" / name).read_text(encoding="utf-8"))
         line = [line for line in card.splitlines() if line.startswith(row)][-1]  # the closed-loop table comes last
         assert f"| {result['successes']}/{result['episodes']} |" in line, (line, result["successes"])
+    # the stage-1b study ("Tried after"): its table's counts are the JSON files kept next to the model
+    tried = MODEL / "eval" / "tried_stage1b"
+    tried_rows = {
+        "| + 1500 steps on the demonstrations (control) |": "sim_eval_stage1b_control.json",
+        "| + 1500 steps on demonstrations + 198 takeovers |": "sim_eval_stage1b_takeover.json",
+    }
+    for row, name in tried_rows.items():
+        (result,) = json.loads((tried / name).read_text(encoding="utf-8"))
+        (line,) = [line.strip() for line in card.splitlines() if line.strip().startswith(row)]
+        assert f"| {result['successes']}/{result['episodes']} |" in line, (line, result["successes"])
