@@ -173,7 +173,8 @@ class SimEpisodeRecorder:
         if (self.output_dir / self._pending_name).exists():
             raise FileExistsError(
                 f"episode {self.output_dir / self._pending_name} exists already: record into another --out, or "
-                "start at a --seed whose episodes are not there yet (names are sim_<task>_seed<N>)"
+                "start at a --seed whose episodes are not there yet (names are sim_<task>_seed<N>, or "
+                "sim_<task>_takeover_seed<N> with an expert takeover)"
             )
         takeover = self.takeover.drive(seed) if self.takeover is not None else None
         if takeover is not None and takeover.policy.success and not self.takeover.config.keep_successes:
