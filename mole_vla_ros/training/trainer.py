@@ -213,13 +213,14 @@ class Trainer:
             self._check_matches_data(model.config, train_ds)
             same = (ckpt_norm.q01 == self.normalizer.q01).all() and (ckpt_norm.q99 == self.normalizer.q99).all()
             if not same and cfg.init_normalization == "checkpoint":
+                actions = train_ds.column("actions")  # read once for both shares
                 log.warning(
                     "the dataset's action statistics differ from %s's; training continues with the checkpoint's so "
                     "its outputs keep their meaning: %.1f %% of the dataset's action values fall outside its range "
                     "and are clipped (%.1f %% with the dataset's own); --init-normalization dataset re-fits them",
                     cfg.init_from,
-                    100 * ckpt_norm.fraction_clipped(train_ds.column("actions")),
-                    100 * self.normalizer.fraction_clipped(train_ds.column("actions")),
+                    100 * ckpt_norm.fraction_clipped(actions),
+                    100 * self.normalizer.fraction_clipped(actions),
                 )
                 self.normalizer = ckpt_norm
             elif not same:
