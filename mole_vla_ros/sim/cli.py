@@ -4,6 +4,7 @@
     mole-vla sim eval --checkpoint runs/pick/ckpt --task pick --episodes 20 --active-layers 4 8 --skip-mode star random
     mole-vla sim eval --scripted --task stack --episodes 10     # the closed loop with the scripted expert as policy
     mole-vla sim show --task pick --seed 3 --out cameras.png    # what the cameras see (checks headless rendering)
+    mole-vla sim compare a.json:star b.json:star --setting "full" a.json:full    # paired, pooled seed sets
 
 mujoco is imported only when a sub-command runs, so `mole-vla --help` works without the `sim` extra.
 """
@@ -193,6 +194,33 @@ def run_eval(args) -> int:
     return 0
 
 
+def run_compare(args) -> int:
+    from mole_vla_ros.sim.compare import (
+        compare_settings,
+        comparison_dict,
+        format_comparison,
+        load_setting,
+        plot_comparison,
+        settings_from_files,
+    )
+
+    if not args.files and not args.setting:
+        raise SystemExit("sim compare: name result files, or --setting LABEL FILE [FILE ...] (repeatable)")
+    try:
+        settings = settings_from_files(args.files or [])
+        settings += [load_setting(label, specs) for label, *specs in args.setting or []]
+        ref, comparisons = compare_settings(settings, args.reference)
+    except (OSError, ValueError) as exc:
+        raise SystemExit(f"sim compare: {exc}") from exc
+    print(format_comparison(settings, ref, comparisons))
+    if args.json:
+        Path(args.json).write_text(json.dumps(comparison_dict(settings, ref, comparisons), indent=2), encoding="utf-8")
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {plot_comparison(settings, args.plot, ref)}")
+    return 0
+
+
 def register(sub) -> None:
     p = sub.add_parser("sim", help="simulated FR3: scripted demonstrations and closed-loop evaluation")
     sim_sub = p.add_subparsers(dest="sim_command", metavar="SIM_COMMAND")
@@ -264,6 +292,26 @@ def register(sub) -> None:
     ev.add_argument("--gif-episodes", type=int, default=2, help="episodes per configuration saved as GIF")
     ev.add_argument("--json", help="also write the results as JSON here")
     ev.set_defaults(func=run_eval)
+
+    cmp_ = sim_sub.add_parser(
+        "compare",
+        help="success rates of several sim eval results, pooled over seed sets and paired episode by episode",
+        description="Each FILE is a `sim eval --json` file (FILE:MODE or FILE:MODE@K picks one of its rows). "
+        "Settings are compared with the reference on the seeds both ran: the same seed is the same scene and "
+        "diffusion noise, so the episodes only one setting solved decide (McNemar's exact test).",
+    )
+    cmp_.add_argument("files", nargs="*", help="result files; every row becomes a setting named after its file")
+    cmp_.add_argument(
+        "--setting",
+        nargs="+",
+        action="append",
+        metavar="LABEL FILE",
+        help="a named setting pooling one row of each FILE (e.g. two seed sets); repeatable",
+    )
+    cmp_.add_argument("--reference", help="label of the setting the others are paired with (default: the first)")
+    cmp_.add_argument("--json", help="also write the comparison as JSON here")
+    cmp_.add_argument("--plot", help="write a bar chart of the success rates with their intervals (PNG)")
+    cmp_.set_defaults(func=run_compare)
 
     def _help(_args):
         p.print_help()

@@ -42,27 +42,14 @@ from mole_vla_ros.sim.config import SimConfig
 from mole_vla_ros.sim.env import SimObservation, TabletopSim
 from mole_vla_ros.sim.expert import ExpertConfig, ScriptedExpert
 from mole_vla_ros.sim.outcomes import REACH_MM, OutcomeTracker
+from mole_vla_ros.sim.stats import wilson_interval
 from mole_vla_ros.sim.tasks import EpisodeSetup, get_task
 
 log = logging.getLogger(__name__)
 
-WILSON_Z = 1.959964  # 95 %
 # episode e's inference requests get noise seeds e * NOISE_SEEDS_PER_EPISODE + 0, 1, ...: disjoint across episodes
 # (a 10 s episode makes a few dozen requests)
 NOISE_SEEDS_PER_EPISODE = 10_000
-
-
-def wilson_interval(successes: int, n: int, z: float = WILSON_Z) -> tuple[float, float]:
-    """Wilson score interval of a success rate (stays inside [0, 1] and is sensible for 0/n and n/n)."""
-    if n <= 0:
-        raise ValueError(f"a success rate needs at least one episode, got n={n}")
-    if not 0 <= successes <= n:
-        raise ValueError(f"successes={successes} must be between 0 and n={n}")
-    p = successes / n
-    denom = 1.0 + z * z / n
-    centre = (p + z * z / (2 * n)) / denom
-    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
-    return max(0.0, centre - half), min(1.0, centre + half)
 
 
 @dataclass
