@@ -196,6 +196,32 @@ def test_skip_baselines_train_their_own_layers_without_the_router(dataset, stage
         tiny(skip_mode=mode)
 
 
+def test_stage2_model_overrides_reach_a_checkpoint_only_where_the_weights_allow(dataset, stage1, tmp_path, caplog):
+    from mole_vla_ros.model.checkpoint import load_checkpoint
+
+    out1, _ = stage1
+    overrides = {"image_size": 32, "llm.num_layers": 4, "active_layers": 2}  # the checkpoint's own values
+    overrides.update({"router.gumbel_noise": True, "router.gumbel_tau": 2.0, "llm.hidden_size": 128})
+    cfg = tiny(stage="mole", init_from=str(out1 / "final"), steps=2, model_overrides=overrides)
+    with caplog.at_level("INFO", logger="mole_vla_ros.training.trainer"):
+        train(cfg, [dataset], tmp_path, progress=False)
+    # a shape the weights fix stays the checkpoint's, with a warning naming it; the router's noise is applied
+    assert "llm.hidden_size=128 (the checkpoint has 64)" in caplog.text
+    assert "model options changed" in caplog.text and "router.gumbel_noise" in caplog.text
+    model, _, _ = load_checkpoint(str(tmp_path / "final"))
+    assert model.config.llm.hidden_size == 64 and model.config.router.gumbel_noise
+    # the router module follows the config it was switched to, not the one it was built with: Gumbel noise (paper
+    # Eq. 12) makes the same logits pick different layers from draw to draw, in training only
+    router = model.router
+    assert router.cfg.gumbel_tau == 2.0
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0]])
+    router.train()
+    torch.manual_seed(0)
+    assert len({router.choose(logits, 2).indices[0] for _ in range(30)}) > 1
+    router.eval()
+    assert {router.choose(logits, 2).indices[0] for _ in range(5)} == {(0, 1)}
+
+
 def test_teacher_never_gets_gradients_and_follows_the_ema(dataset, stage1, tmp_path):
     out1, _ = stage1
     trainer = Trainer(

@@ -371,6 +371,38 @@ class MoLeVLAConfig:
         return _apply_overrides(_PRESET_BUILDERS[name]().to_dict(), overrides)
 
 
+# Model options that change how a checkpoint trains or samples but none of its weights' shapes or meanings: a run
+# that starts from a checkpoint (--init-from) may change these with --model-override; every other option is the
+# checkpoint's own (its weights were trained for it).
+CHECKPOINT_TUNABLE_OPTIONS = (
+    "router.gumbel_noise",
+    "router.gumbel_tau",
+    "router.ste_form",
+    "action_head.cfg_scale",
+    "action_head.cfg_dropout",
+    "action_head.ddim_steps",
+    "action_head.repeated_diffusion_steps",
+    "action_head.gripper_threshold",
+    "loss.kd_weight",
+    "loss.mse_share",
+    "loss.balance_weight",
+    "loss.ema_decay",
+    "loss.kd_form",
+    "active_layers",
+    "skip_mode",
+)
+
+
+def config_value(config: MoLeVLAConfig, key: str) -> Any:
+    """The value of a dotted option (`router.gumbel_noise`) in `config`; ValueError names the unknown part."""
+    target: Any = config
+    for part in key.split("."):
+        if not dataclasses.is_dataclass(target) or part not in {f.name for f in dataclasses.fields(target)}:
+            raise ValueError(f"model option {key!r}: no field {part!r}.")
+        target = getattr(target, part)
+    return tuple(target) if isinstance(target, list) else target
+
+
 def _from_dict(cls, data: dict[str, Any], owner: str):
     if not isinstance(data, dict):
         raise ValueError(f"{owner} must be a JSON object, got {type(data).__name__}.")

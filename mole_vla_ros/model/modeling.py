@@ -107,6 +107,12 @@ class MoLeVLA(nn.Module):
         self.router = STARRouter(config.router, d, config.llm.num_layers)
         self.action_head = DiTActionHead(config.action_head, d, config.action_dim, config.chunk_size)
 
+    def reconfigure(self, config: MoLeVLAConfig) -> None:
+        """Switch to `config` (same weights): the sub-modules that keep their own section follow it."""
+        self.config = config
+        self.router.cfg = config.router
+        self.action_head.cfg = config.action_head
+
     @property
     def device(self) -> torch.device:
         return self.llm.norm.weight.device

@@ -230,6 +230,7 @@ class Trainer:
                     cfg.init_from,
                 )
             model.config = model.config.replace(**{"vision.freeze": cfg.freeze_vision})
+            self._apply_overrides_to_checkpoint(model)
         else:
             model = build_model(self._model_config(train_ds), device=self.device, pretrained=True)
         self.model = model
@@ -250,7 +251,7 @@ class Trainer:
             # so the preset's "star" would pick k layers by an untrained router's whim
             changes["skip_mode"] = "full"
         if changes:
-            model.config = mc.replace(**changes)
+            model.reconfigure(mc.replace(**changes))
         mc = model.config
         self.k = mc.active_layers if cfg.stage == "mole" else mc.num_layers
 
@@ -310,6 +311,34 @@ class Trainer:
             self.device,
             " (bf16 autocast)" if self.use_bf16 else "",
         )
+
+    def _apply_overrides_to_checkpoint(self, model) -> None:
+        """--model-override on a run that starts from a checkpoint: options that leave the weights' shapes and
+        meanings alone (CHECKPOINT_TUNABLE_OPTIONS, e.g. router.gumbel_noise) are applied and logged; any other
+        option that differs from the checkpoint's is ignored with a warning (the weights were trained for it)."""
+        from mole_vla_ros.model.configuration import CHECKPOINT_TUNABLE_OPTIONS, config_value
+
+        applied, ignored = {}, []
+        for key, value in self.config.model_overrides.items():
+            have = config_value(model.config, key)
+            want = tuple(value) if isinstance(value, list) else value
+            if have == want:
+                continue
+            if key in CHECKPOINT_TUNABLE_OPTIONS:
+                applied[key] = value
+            else:
+                ignored.append(f"{key}={value!r} (the checkpoint has {have!r})")
+        if applied:
+            model.reconfigure(model.config.replace(**applied))
+            log.info("model options changed from %s: %s", self.config.init_from, applied)
+        if ignored:
+            log.warning(
+                "model options ignored: training starts from %s, whose weights fix them: %s; options that can "
+                "change on a checkpoint: %s",
+                self.config.init_from,
+                ", ".join(ignored),
+                ", ".join(CHECKPOINT_TUNABLE_OPTIONS),
+            )
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         if not self.dist.enabled:
