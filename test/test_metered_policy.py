@@ -71,7 +71,7 @@ def test_a_failed_call_is_timed_and_re_raised_but_not_completed():
     with pytest.raises(RuntimeError, match="policy bug"):
         metered.infer(INPUT)
     assert [c.failed for c in metered.calls] == [False, True]
-    assert metered.calls[1].flops == 0.0 and metered.calls[1].layers == 0
+    assert metered.calls[1].flops == 0.0 and metered.calls[1].layers == 0 and metered.calls[1].layer_set == ()
     assert metered.completed == metered.calls[:1]
     metered.reset()
     assert metered.calls == [] and metered.completed == []

@@ -86,11 +86,16 @@ def test_closed_loop_rollout_is_deterministic(pick_sim):
 
 
 class _CostedPolicy(ScriptedPolicy):
-    """Scripted behaviour plus the cost fields a model reports, to check the accounting."""
+    """Scripted behaviour plus the cost fields a model reports, to check the accounting; `routes` are the layer sets
+    its calls report in turn (cycled)."""
+
+    routes: tuple[tuple[int, ...], ...] = ((0, 2, 5),)
 
     def infer(self, inp):
         out = super().infer(inp)
-        return PolicyOutput(out.actions, (0, 2, 5), np.full(8, 0.125), 8, {"total": 3.0}, {"total": 2e9})
+        self.calls = getattr(self, "calls", -1) + 1
+        route = self.routes[self.calls % len(self.routes)]
+        return PolicyOutput(out.actions, route, np.full(8, 0.125), 8, {"total": 3.0}, {"total": 2e9})
 
 
 def test_cost_columns_come_from_the_policy_outputs(pick_sim, tmp_path):
@@ -99,11 +104,30 @@ def test_cost_columns_come_from_the_policy_outputs(pick_sim, tmp_path):
     assert result.mean_flops == pytest.approx(2e9)
     assert result.mean_layers == 3.0
     assert result.mean_latency_ms > 0
+    (o,) = result.outcomes
+    assert o.inferences > 1 and o.route_changes == 0 and result.route_change_rate == 0.0  # one layer set throughout
+    assert result.distinct_layer_sets == 1 and "layer sets" not in format_table([result])
     (gif,) = tmp_path.glob("pick_star_k3_ep000_*.gif")
     from PIL import Image
 
     with Image.open(gif) as im:
         assert im.n_frames == 10 and im.size == (48, 48)  # 1 s at 10 Hz
+
+
+def test_how_often_the_layer_set_changes_along_an_episode_is_reported(pick_sim):
+    # calls alternate A, A, B: per episode, the changes are counted between consecutive inferences of that episode
+    policy = _CostedPolicy(pick_sim)
+    policy.routes = ((0, 2, 5), (0, 2, 5), (1, 3, 4))
+    settings = EvalSettings(task="pick", episodes=2, seed=8, sim=SIM, max_seconds=1.0)
+    result = evaluate(policy, settings, pick_sim, ("star", 3), progress=False)
+    pairs = sum(o.inferences - 1 for o in result.outcomes)
+    changes = sum(o.route_changes for o in result.outcomes)
+    assert all(o.inferences >= 4 for o in result.outcomes) and changes >= 2
+    assert result.route_change_rate == pytest.approx(changes / pairs)
+    assert 0.4 < result.route_change_rate < 0.8  # two of every three consecutive pairs differ
+    assert result.distinct_layer_sets == 2
+    assert "layer sets: 2 different" in format_table([result])
+    assert result.to_dict()["route_change_rate"] == pytest.approx(result.route_change_rate)
 
 
 def test_bad_settings_are_rejected_with_the_fix():

@@ -3,7 +3,7 @@
     metered = MeteredPolicy(policy)
     runtime = PolicyRuntime(config, metered, executor="inline")
     ...
-    metered.calls[-1]     # InferenceCall(wall_s=0.021, flops=3.1e9, layers=8, failed=False)
+    metered.calls[-1]     # InferenceCall(wall_s=0.021, flops=3.1e9, layers=4, failed=False, layer_set=(0, 2, 3, 6))
     metered.completed     # the calls that returned an action chunk
 
 Offline replay (`replay.engine`) and the simulator's closed-loop evaluation (`sim.evaluate`) both drive the runtime
@@ -29,12 +29,14 @@ class InferenceCall:
             for a MoLe-VLA model at the layers that ran, else 0 (a scripted policy costs nothing worth counting).
     layers: LLM layers that ran (0 for a failed call or a policy without layers).
     failed: the policy raised; the exception went on to the caller (the runtime holds the robot on it).
+    layer_set: which LLM layers ran, ascending (empty for a failed call or a policy without layers).
     """
 
     wall_s: float
     flops: float = 0.0
     layers: int = 0
     failed: bool = False
+    layer_set: tuple[int, ...] = ()
 
 
 class MeteredPolicy:
@@ -67,7 +69,8 @@ class MeteredPolicy:
             self.calls.append(InferenceCall(time.perf_counter() - t0, failed=True))
             raise
         wall_s = time.perf_counter() - t0
-        self.calls.append(InferenceCall(wall_s, self._flops(out), len(out.layer_indices)))
+        layer_set = tuple(int(i) for i in out.layer_indices)
+        self.calls.append(InferenceCall(wall_s, self._flops(out), len(layer_set), layer_set=layer_set))
         return out
 
     def _flops(self, out: PolicyOutput) -> float:

@@ -22,6 +22,7 @@ gripper closings and what was held, measured every command tick from the simulat
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 import time
@@ -204,6 +205,8 @@ class EpisodeOutcome:
     grasp_closes: open -> closed gripper commands sent.  held: "target", "other", "both" or "" (which cube was
     ever held: in hand and lifted, or in hand `outcomes.HOLD_MIN_S`).
     failure: "" on success, else one of `outcomes.FAILURES`.
+    inferences / route_changes: the episode's completed inferences, and how many of them ran another set of LLM
+    layers than the one before (STAR re-routes as the scene changes; random skip re-draws every call).
     """
 
     seed: int
@@ -217,6 +220,8 @@ class EpisodeOutcome:
     grasp_closes: int = 0
     held: str = ""
     failure: str = ""
+    inferences: int = 0
+    route_changes: int = 0
 
 
 def _feed(runtime: PolicyRuntime, obs: SimObservation) -> None:
@@ -333,6 +338,14 @@ class EvalResult:
     ms_per_control_step: float  # wall time per camera-rate step: sim + rendering + runtime + inference
     mean_seconds_to_success: float
     outcomes: list[EpisodeOutcome] = field(default_factory=list)
+    distinct_layer_sets: int = 0  # different sets of LLM layers the inferences ran
+
+    @property
+    def route_change_rate(self) -> float:
+        """Share of consecutive inferences within an episode that ran another layer set (NaN: none to compare).
+        0 for full depth and early exit, ~1 for random skip; for STAR, how stable its choice is along a rollout."""
+        pairs = sum(max(o.inferences - 1, 0) for o in self.outcomes)
+        return sum(o.route_changes for o in self.outcomes) / pairs if pairs else float("nan")
 
     @property
     def success_rate(self) -> float:
@@ -368,6 +381,7 @@ class EvalResult:
         d["by_instruction"] = {k: {"successes": v[0], "episodes": v[1]} for k, v in self.by_instruction().items()}
         d["failures"] = self.failures()
         d["median_failed_closest_target_mm"] = self.median_failed_closest_target_mm()
+        d["route_change_rate"] = self.route_change_rate
         return d
 
 
@@ -394,7 +408,11 @@ def evaluate(
         for i in tqdm(range(settings.episodes), desc=f"sim eval {settings.task}", unit="ep", disable=not progress):
             frames: list[np.ndarray] | None = [] if settings.gif_dir and i < settings.gif_episodes else None
             runtime.restart_noise((settings.seed + i) * NOISE_SEEDS_PER_EPISODE)
+            first_call = len(metered.calls)
             outcome = run_episode(runtime, sim, settings, settings.seed + i, frames)
+            routes = [c.layer_set for c in metered.calls[first_call:] if not c.failed]
+            outcome.inferences = len(routes)
+            outcome.route_changes = sum(a != b for a, b in itertools.pairwise(routes))
             outcomes.append(outcome)
             log.info(
                 "episode %d (seed %d) %r: success=%s after %.1f s%s (closest to target %.0f mm, other %.0f mm)",
@@ -433,6 +451,7 @@ def evaluate(
         ms_per_control_step=1e3 * sum(o.wall_s for o in outcomes) / max(steps, 1),
         mean_seconds_to_success=float(np.mean(ok_times)) if ok_times else float("nan"),
         outcomes=outcomes,
+        distinct_layer_sets=len({c.layer_set for c in calls}),
     )
 
 
@@ -511,6 +530,11 @@ def format_table(results: list[EvalResult]) -> str:
             )
         else:
             lines.append(f"{'':19}failures: none")
+        if r.distinct_layer_sets > 1:
+            lines.append(
+                f"{'':19}layer sets: {r.distinct_layer_sets} different; {100 * r.route_change_rate:.0f} % of "
+                "consecutive inferences in an episode ran another set than the one before"
+            )
     return "\n".join(lines)
 
 
