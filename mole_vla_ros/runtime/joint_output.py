@@ -81,7 +81,10 @@ class JointBrake:
         T = self.duration
         if T <= 0.0:
             return self.q0.copy(), np.zeros_like(self.qd0)
-        tau = min(max(t - self.t0, 0.0), T)
+        if t >= self.end or t - self.t0 >= T:
+            # at rest exactly: (t0 + T) - t0 can round below T and leave a velocity of 1e-16 on the last point
+            return self.q0 + self.qd0 * (0.5 * T), np.zeros_like(self.qd0)
+        tau = max(t - self.t0, 0.0)
         return self.q0 + self.qd0 * (tau - tau * tau / (2.0 * T)), self.qd0 * (1.0 - tau / T)
 
 
