@@ -7,6 +7,7 @@
 #   make default-model                       # or: bash scripts/train_default_model.sh
 #   STEPS1=500 STEPS2=300 bash scripts/train_default_model.sh     # a quick, much weaker run
 #   STEPS1B=1500 bash scripts/train_default_model.sh              # + stage 1b with 200 expert takeovers (~30 min more)
+#   STAR_OPTIONS="--model-override router.gumbel_noise=true" bash scripts/train_default_model.sh   # STAR + Gumbel noise
 #
 # Every stage resumes (--resume auto) and finished stages are skipped, so the script can be re-run after a stop.
 # Measured on this 2-core CPU (MODEL_CARD.md): about 95 minutes in all: recording ~1 min, dataset ~1 min, vision
@@ -23,6 +24,9 @@ STEPS1=${STEPS1:-3000}           # stage 1 optimizer steps (batch 32)
 STEPS1B=${STEPS1B:-0}            # stage 1b: more full-depth steps from stage 1 (0 = none: models/default's recipe)
 TAKEOVER_EPISODES=${TAKEOVER_EPISODES:-200} # stage 1b data: + expert takeovers of stage-1 rollouts (0 = demos only)
 STEPS2=${STEPS2:-1000}           # stage 2 optimizer steps (batch 32), for MoLe and each comparison run
+# extra `mole-vla train` options for the two STAR runs (MoLe and its no-CogKD ablation), e.g.
+# STAR_OPTIONS="--model-override router.gumbel_noise=true" (the paper's Eq. 12 noise; MODEL_CARD.md, "Tried after")
+STAR_OPTIONS=${STAR_OPTIONS:-}
 SIM_EPISODES=${SIM_EPISODES:-100} # closed-loop episodes per setting (seeds 5000..; 0 = skip): 30 cannot tell 5 % from 15 %
 EVAL_SAMPLES=${EVAL_SAMPLES:-480} # held-out samples for the offline comparison (fixed random subset)
 THREADS=${THREADS:-$(nproc)}     # torch threads for stage 1; stage-2 runs use one thread each, $THREADS at a time
@@ -115,8 +119,8 @@ fi
 #   early      the first k layers + CogKD                 (trained early-exit baseline)
 stamp "stage 2: MoLe, MoLe w/o CogKD, random skip, early exit; $STEPS2 steps each, $THREADS at a time"
 declare -A STAGE2_ARGS=(
-  [mole]=""
-  [mole_nokd]="--no-cogkd"
+  [mole]="$STAR_OPTIONS"
+  [mole_nokd]="--no-cogkd $STAR_OPTIONS"
   [random]="--skip-mode random"
   [early]="--skip-mode early"
 )

@@ -75,3 +75,18 @@ def test_default_model_is_small_and_documented():
         (result,) = json.loads((tried / name).read_text(encoding="utf-8"))
         (line,) = [line.strip() for line in card.splitlines() if line.strip().startswith(row)]
         assert f"| {result['successes']}/{result['episodes']} |" in line, (line, result["successes"])
+    # the Gumbel-noise study ("Tried after"): per seed set, the counts in its table are the files kept next to it
+    gumbel = MODEL / "eval" / "tried_gumbel"
+    gumbel_rows = {
+        "| MoLe + CogKD, this card's recipe, retrained |": "mole",
+        "| the same + Gumbel noise |": "mole_gumbel",
+        "| the retrained stage 1, full depth |": "stage1",
+    }
+    for row, name in gumbel_rows.items():
+        (line,) = [line.strip() for line in card.splitlines() if line.strip().startswith(row)]
+        counts = []
+        for seed in (6000, 5000):
+            (result,) = json.loads((gumbel / f"s{seed}_{name}.json").read_text(encoding="utf-8"))
+            counts.append(result["successes"])
+            assert f"| {result['successes']}/{result['episodes']} |" in line, (line, seed)
+        assert f"| {sum(counts)}/200 |" in line, line
