@@ -81,6 +81,8 @@ def test_default_model_is_small_and_documented():
         "| MoLe + CogKD, this card's recipe, retrained |": "mole",
         "| the same + Gumbel noise |": "mole_gumbel",
         "| the retrained stage 1, full depth |": "stage1",
+        "| random skip, trained from the same stage 1 |": "random",
+        "| early exit, trained from the same stage 1 |": "early",
     }
     for row, name in gumbel_rows.items():
         (line,) = [line.strip() for line in card.splitlines() if line.strip().startswith(row)]
