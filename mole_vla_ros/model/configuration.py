@@ -394,13 +394,11 @@ CHECKPOINT_TUNABLE_OPTIONS = (
 
 
 def config_value(config: MoLeVLAConfig, key: str) -> Any:
-    """The value of a dotted option (`router.gumbel_noise`) in `config`; ValueError names the unknown part."""
-    target: Any = config
-    for part in key.split("."):
-        if not dataclasses.is_dataclass(target) or part not in {f.name for f in dataclasses.fields(target)}:
-            raise ValueError(f"model option {key!r}: no field {part!r}.")
-        target = getattr(target, part)
-    return tuple(target) if isinstance(target, list) else target
+    """The value of a dotted option (`router.gumbel_noise`) in `config` (lists as tuples); ValueError names the
+    unknown part, as an override of it would."""
+    section, name = _dotted_field(config.to_dict(), key)
+    value = section[name]
+    return tuple(value) if isinstance(value, list) else value
 
 
 def _from_dict(cls, data: dict[str, Any], owner: str):
@@ -413,17 +411,23 @@ def _from_dict(cls, data: dict[str, Any], owner: str):
     return cls(**data)
 
 
+def _dotted_field(base: dict[str, Any], key: str) -> tuple[dict[str, Any], str]:
+    """(the section dict of `base` that holds dotted `key`, the field name) for a config's to_dict()."""
+    parts = key.split(".")
+    target = base
+    for part in parts[:-1]:
+        if part not in target or not isinstance(target[part], dict):
+            raise ValueError(f"override {key!r}: {part!r} is not a nested config section.")
+        target = target[part]
+    if parts[-1] not in target:
+        raise ValueError(f"override {key!r}: no field {parts[-1]!r}; valid fields are {sorted(target)}.")
+    return target, parts[-1]
+
+
 def _apply_overrides(base: dict[str, Any], overrides: dict[str, Any]) -> MoLeVLAConfig:
     for key, value in overrides.items():
-        parts = key.split(".")
-        target = base
-        for part in parts[:-1]:
-            if part not in target or not isinstance(target[part], dict):
-                raise ValueError(f"override {key!r}: {part!r} is not a nested config section.")
-            target = target[part]
-        if parts[-1] not in target:
-            raise ValueError(f"override {key!r}: no field {parts[-1]!r}; valid fields are {sorted(target)}.")
-        target[parts[-1]] = list(value) if isinstance(value, tuple) else value
+        section, name = _dotted_field(base, key)
+        section[name] = list(value) if isinstance(value, tuple) else value
     return MoLeVLAConfig.from_dict(base)
 
 

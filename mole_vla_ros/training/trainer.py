@@ -229,7 +229,7 @@ class Trainer:
                     "(--init-normalization dataset): the checkpoint's outputs change meaning until training adapts",
                     cfg.init_from,
                 )
-            model.config = model.config.replace(**{"vision.freeze": cfg.freeze_vision})
+            model.reconfigure(model.config.replace(**{"vision.freeze": cfg.freeze_vision}))
             self._apply_overrides_to_checkpoint(model)
         else:
             model = build_model(self._model_config(train_ds), device=self.device, pretrained=True)
