@@ -31,7 +31,8 @@ class DistInfo:
 
     @property
     def enabled(self) -> bool:
-        return self.world_size > 1
+        """A process group was joined (several processes, or one FSDP process: see init_distributed)."""
+        return self.backend is not None
 
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
@@ -45,11 +46,20 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
-def init_distributed(device: torch.device) -> DistInfo:
-    """Join the process group described by torchrun's environment variables (no-op for a single process)."""
+def init_distributed(device: torch.device, single_process_group: bool = False) -> DistInfo:
+    """Join the process group described by torchrun's environment variables (no-op for a single process).
+
+    single_process_group: a lone process still joins a group of one (on 127.0.0.1 when torchrun did not set one up).
+    FSDP needs a group: with it `--strategy fsdp` on one GPU runs the same wrapping, bf16 mixed precision and full
+    state-dict gathering as on many (it saves no memory there: one shard holds everything)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
+    if world <= 1 and not single_process_group:
         return DistInfo()
+    if world <= 1:
+        os.environ.setdefault("RANK", "0")
+        os.environ.setdefault("MASTER_ADDR", "127.0.0.1")
+        os.environ.setdefault("MASTER_PORT", str(free_port()))
+        world = 1
     rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     backend = "nccl" if device.type == "cuda" else "gloo"
     if not dist.is_initialized():
@@ -69,9 +79,11 @@ def all_reduce_mean(values: torch.Tensor, info: DistInfo) -> torch.Tensor:
     """Mean of `values` over all processes (returned on the same device)."""
     if not info.enabled:
         return values
-    out = values.clone()
+    # NCCL reduces CUDA tensors only: CPU values (loss sums, validation counts) go through this process's GPU
+    device = torch.device("cuda", torch.cuda.current_device()) if info.backend == "nccl" else values.device
+    out = values.to(device, copy=True)
     dist.all_reduce(out, op=dist.ReduceOp.SUM)
-    return out / info.world_size
+    return (out / info.world_size).to(values.device)
 
 
 def cleanup(info: DistInfo) -> None:

@@ -74,6 +74,10 @@ class TrainingSummary:
     dataset: str
     world_size: int
     losses: list[float] = field(default_factory=list)  # per-step total loss (rank-averaged)
+    device: str = ""  # where it trained ("cuda:0", "cpu"), its compute precision and multi-process strategy
+    precision: str = ""
+    strategy: str = ""
+    peak_gpu_memory_gib: float | None = None  # this process's peak CUDA allocation (weights, optimizer, activations)
 
     def text(self) -> str:
         usage = " ".join(f"{u:.2f}" for u in self.layer_usage)
@@ -89,6 +93,9 @@ class TrainingSummary:
             f"  router choice changed on {changed}/{len(self.router_probe_final)} probe samples",
             f"  checkpoint: {self.checkpoint}",
         ]
+        if self.device:
+            memory = "" if self.peak_gpu_memory_gib is None else f", peak GPU memory {self.peak_gpu_memory_gib:.1f} GiB"
+            lines.insert(1, f"  hardware: {self.device}, {self.precision}, {self.strategy or 'single process'}{memory}")
         return "\n".join(lines)
 
 
@@ -130,7 +137,9 @@ class Trainer:
         local_rank = int(os.environ.get("LOCAL_RANK", "0"))
         if self.device.type == "cuda":
             self.device = torch.device("cuda", local_rank)
-        self.dist: DistInfo = init_distributed(self.device)
+        # FSDP wraps only inside a process group: one GPU joins a group of one rather than silently dropping it
+        fsdp_alone = config.strategy == "fsdp" and self.device.type == "cuda"
+        self.dist: DistInfo = init_distributed(self.device, single_process_group=fsdp_alone)
         if config.threads:
             torch.set_num_threads(config.threads)
         elif self.dist.enabled and self.device.type == "cpu":
@@ -669,7 +678,10 @@ class Trainer:
         seconds = time.perf_counter() - t0
         if not cfg.eval_interval or cfg.steps % cfg.eval_interval:
             val_loss = self.validation_loss()
-        self.save()
+        if not self.is_fsdp:
+            # a last resumable checkpoint lets `--resume auto --steps <more>` go on; FSDP checkpoints hold weights only
+            # (not resumable yet), so under FSDP it would be a second full copy of final/ (27 GB for cogact-base)
+            self.save()
         final_dir = self.output_dir / FINAL_DIR
         summary = self._summary(start_step, seconds, losses, usage_total, val_loss, probe_initial, final_dir)
         full = self._full_state()
@@ -717,6 +729,12 @@ class Trainer:
             dataset=str(self.dataset_dir),
             world_size=self.dist.world_size,
             losses=losses,
+            device=str(self.device),
+            precision="bf16 autocast" if self.use_bf16 else "fp32",
+            strategy=("fsdp" if self.is_fsdp else "ddp") if self.dist.enabled else "",
+            peak_gpu_memory_gib=(
+                torch.cuda.max_memory_allocated(self.device) / 2**30 if self.device.type == "cuda" else None
+            ),
         )
 
     def _last_components(self) -> dict:
