@@ -105,8 +105,8 @@ def one_step(model, images, text, k: int, timer: Timer, generator: torch.Generat
     return t
 
 
-def bench_preset(name: str, args, device: torch.device, dtype: torch.dtype) -> dict:
-    config = MoLeVLAConfig.preset(name)
+def bench_preset(name: str, args, device: torch.device, dtype: torch.dtype, graphs: bool = True) -> dict:
+    config = MoLeVLAConfig.preset(name, cuda_graphs=graphs)
     torch.manual_seed(0)
     t0 = time.perf_counter()
     model = build_model(config, device, dtype, pretrained=False).eval()
@@ -131,6 +131,7 @@ def bench_preset(name: str, args, device: torch.device, dtype: torch.dtype) -> d
     return {
         "preset": name,
         "device": str(device),
+        "cuda_graphs": graphs and device.type == "cuda",
         "dtype": str(dtype).replace("torch.", ""),
         "threads": torch.get_num_threads(),
         # a shared machine's load explains noisy medians; recorded, not corrected for
@@ -151,7 +152,8 @@ def print_table(res: dict) -> None:
     n, ms, gm = res["num_layers"], res["ms"], res["gmacs"]
     full = ms[n]
     print(
-        f"\n## {res['preset']}  ({res['device']}, {res['dtype']}, {res['threads']} threads, batch {res['batch']}, "
+        f"\n## {res['preset']}  ({res['device']}{', CUDA graphs' if res.get('cuda_graphs') else ''}, {res['dtype']}, "
+        f"{res['threads']} threads, batch {res['batch']}, "
         f"L={res['seq_len']} tokens, N={n}, median of {res['repeats']}, load average {res['loadavg_1min']})"
     )
     head = (
@@ -210,6 +212,12 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="non-visual tokens (BOS+prompt+EOS); default: the real prompt, 36 for cogact-base (paper: 292 - 256)",
     )
+    p.add_argument(
+        "--cuda-graphs",
+        choices=["on", "off", "both"],
+        default="both",
+        help="CUDA graphs of the vision tower and DiT sampling (config cuda_graphs); both: one table each (CUDA only)",
+    )
     p.add_argument("--json", default=None, help="also write the results to this JSON file")
     args = p.parse_args(argv)
     if args.repeats < 1 or args.warmup < 0 or args.batch < 1:
@@ -236,9 +244,22 @@ def main(argv: list[str] | None = None) -> int:
         if name == "cogact-base" and device.type != "cuda":
             print_analytic(name, args.text_tokens or 36)
             continue
-        res = bench_preset(name, args, device, dtype)
-        print_table(res)
-        results.append(res)
+        modes = (
+            {"on": [True], "off": [False], "both": [False, True]}[args.cuda_graphs] if device.type == "cuda" else [True]
+        )
+        for graphs in modes:
+            res = bench_preset(name, args, device, dtype, graphs)
+            print_table(res)
+            results.append(res)
+        if len(modes) == 2:
+            eager, graphed = results[-2]["ms"], results[-1]["ms"]
+            print(
+                "CUDA graphs vs eager, end to end: "
+                + ", ".join(
+                    f"k={k} {eager[k]['e2e']:.1f} -> {graphed[k]['e2e']:.1f} ms ({eager[k]['e2e'] / graphed[k]['e2e']:.2f}x)"
+                    for k in eager
+                )
+            )
     print(
         "\ncolumns: per-stage median ms; LLM x = LLM-stage speedup vs k=N; ideal = N/k; router/LLM = router time as "
         "% of LLM time; e2e x = end-to-end speedup vs k=N; FLOP x = analytic total-MAC ratio vs k=N."

@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration import ActionHeadConfig
+from .cuda_graphs import GraphedFunction
 from .vit import Attention, Mlp  # the same blocks as the ViT towers, parameter names included (qkv, proj, fc1, fc2)
 
 
@@ -134,6 +135,8 @@ class DiTActionHead(nn.Module):
         alphas_cumprod = torch.cumprod(1.0 - betas, dim=0)
         # float64 schedule on the host side; per-call values are cast to the sample dtype
         self.register_buffer("alphas_cumprod", alphas_cumprod, persistent=False)
+        # the sampling loop as CUDA graphs (inference on a GPU); MoLeVLA switches it with config.cuda_graphs
+        self.graphs = GraphedFunction(self._ddim, "the DiT sampling loop")
 
     @torch.no_grad()
     def _init_weights(self) -> None:
@@ -191,15 +194,25 @@ class DiTActionHead(nn.Module):
         cfg_scale: float | None = None,
         ddim_steps: int | None = None,
     ) -> torch.Tensor:
-        """DDIM (eta = 0) with classifier-free guidance -> normalized actions [B, chunk, A], clipped to [-1, 1]."""
-        scale = self.cfg.cfg_scale if cfg_scale is None else cfg_scale
-        steps = ddim_timesteps(self.cfg.diffusion_steps, ddim_steps or self.cfg.ddim_steps)
+        """DDIM (eta = 0) with classifier-free guidance -> normalized actions [B, chunk, A], clipped to [-1, 1].
+
+        The initial noise is drawn here; the deterministic loop from it runs as one CUDA graph at inference on a GPU
+        (`self.graphs`, see cuda_graphs.py), eagerly elsewhere: same kernels, same result."""
+        scale = float(self.cfg.cfg_scale if cfg_scale is None else cfg_scale)
+        steps = tuple(ddim_timesteps(self.cfg.diffusion_steps, ddim_steps or self.cfg.ddim_steps))
         b = cond.shape[0]
-        dev, dtype = cond.device, cond.dtype
-        gen_device = generator.device if generator is not None else dev
+        gen_device = generator.device if generator is not None else cond.device
         # the DDIM state and coefficients stay float32 even for a bf16 network; only the denoiser runs in `dtype`
         x = torch.randn((b, self.chunk_size, self.action_dim), generator=generator, device=gen_device)
-        x = x.to(device=dev, dtype=torch.float32)
+        x = x.to(device=cond.device, dtype=torch.float32)
+        static = (scale, steps, self.alphas_cumprod.data_ptr())
+        return self._ddim(x, cond, *static) if self.training else self.graphs(x, cond, static=static)
+
+    def _ddim(self, x: torch.Tensor, cond: torch.Tensor, scale: float, steps: tuple[int, ...], schedule_ptr: int = 0):
+        """The DDIM loop from noise x [B, chunk, A] (float32) for condition cond [B, D] (the denoiser's dtype).
+        schedule_ptr: where alphas_cumprod lives, only part of the graph key (a replaced schedule gets a new graph)."""
+        b = cond.shape[0]
+        dev, dtype = cond.device, cond.dtype
         guided = scale != 1.0
         if guided:
             z = torch.cat([cond, self.z_embedder.uncondition.to(dtype)[None].expand(b, -1)], dim=0)
@@ -218,3 +231,8 @@ class DiTActionHead(nn.Module):
             x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
         return x.clamp(-1.0, 1.0).to(dtype)
+
+    def _apply(self, fn, *args, **kwargs):
+        # moved or cast parameters live elsewhere: recorded graphs would read the old memory
+        self.graphs.clear()
+        return super()._apply(fn, *args, **kwargs)

@@ -262,6 +262,9 @@ class MoLeVLAConfig:
     control_dt: float = 0.1  # seconds between consecutive actions of a chunk
     active_layers: int = 4  # default k; predict()/forward accept a runtime k
     skip_mode: str = "star"  # default skip mode at inference
+    # inference on a GPU: replay the vision tower and the DiT sampling loop as CUDA graphs (launch-bound stages at
+    # batch 1; model/cuda_graphs.py). No effect on CPU or in training; false runs them eagerly.
+    cuda_graphs: bool = True
     vision: VisionConfig = field(default_factory=VisionConfig)
     llm: LLMConfig = field(default_factory=LLMConfig)
     router: RouterConfig = field(default_factory=RouterConfig)
@@ -298,6 +301,7 @@ class MoLeVLAConfig:
             f"action_space must be a non-empty name, got {self.action_space!r}.",
         )
         _one_of("config", "skip_mode", self.skip_mode, SKIP_MODES)
+        _check(isinstance(self.cuda_graphs, bool), f"cuda_graphs must be true or false, got {self.cuda_graphs!r}.")
         _check(
             self.active_layers <= self.llm.num_layers,
             f"active_layers ({self.active_layers}) cannot exceed llm.num_layers ({self.llm.num_layers}); "
@@ -390,6 +394,7 @@ CHECKPOINT_TUNABLE_OPTIONS = (
     "loss.kd_form",
     "active_layers",
     "skip_mode",
+    "cuda_graphs",
 )
 
 

@@ -106,12 +106,18 @@ class MoLeVLA(nn.Module):
             load_local_llama_weights(self.llm, config.llm.path)
         self.router = STARRouter(config.router, d, config.llm.num_layers)
         self.action_head = DiTActionHead(config.action_head, d, config.action_dim, config.chunk_size)
+        self._use_cuda_graphs(config.cuda_graphs)
 
     def reconfigure(self, config: MoLeVLAConfig) -> None:
         """Switch to `config` (same weights): the sub-modules that keep their own section follow it."""
         self.config = config
         self.router.cfg = config.router
         self.action_head.cfg = config.action_head
+        self._use_cuda_graphs(config.cuda_graphs)
+
+    def _use_cuda_graphs(self, on: bool) -> None:
+        for graphs in (self.vision.graphs, self.router.graphs, self.action_head.graphs):
+            graphs.enabled = on
 
     @property
     def device(self) -> torch.device:

@@ -23,6 +23,7 @@ import torch
 from torch import nn
 
 from .configuration import SKIP_MODES, RouterConfig
+from .cuda_graphs import GraphedFunction
 
 
 @dataclass
@@ -81,6 +82,13 @@ class STARRouter(nn.Module):
         self.temp_controller = nn.Linear(d1, 1)
         self.temp_bias = nn.Parameter(torch.ones(1))
         self.reset_parameters()
+        # inference on a GPU replays the logits as a CUDA graph per prompt length (cuda_graphs.py): ~20 small kernels
+        self.graphs = GraphedFunction(self._logits, "the STAR router")
+
+    def _apply(self, fn, *args, **kwargs):
+        # moved or cast parameters live elsewhere: recorded graphs would read the old memory
+        self.graphs.clear()
+        return super()._apply(fn, *args, **kwargs)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:
@@ -99,6 +107,11 @@ class STARRouter(nn.Module):
 
         text_mask [B, T]: 1 for real tokens (BOS, prompt, EOS), 0 for right padding.
         """
+        return self._logits(visual, text, text_mask) if self.training else self.graphs(visual, text, text_mask)
+
+    def _logits(
+        self, visual: torch.Tensor, text: torch.Tensor, text_mask: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         # mean(W_p v) == W_p mean(v) (linear): pooling first costs one projection instead of one per visual token,
         # the same value as the code's mean-pool before the MLP
         s = self.spatial_router(self.base_proj(visual.mean(1)))

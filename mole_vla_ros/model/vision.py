@@ -21,6 +21,7 @@ import torch
 from torch import nn
 
 from .configuration import MoLeVLAConfig
+from .cuda_graphs import GraphedFunction
 from .vit import DINOV2_L14_REG4, SIGLIP_SO400M_14, VisionTransformer
 
 log = logging.getLogger(__name__)
@@ -164,6 +165,16 @@ class VisionTower(nn.Module):
         self.frozen = vc.freeze
         if self.frozen:
             self.encoder.requires_grad_(False)
+        # inference on a GPU replays the encoder as a CUDA graph per image shape (cuda_graphs.py); eager otherwise
+        self.graphs = GraphedFunction(self._encode, f"the {vc.backbone} vision tower")
+
+    def _encode(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encoder(images)
+
+    def _apply(self, fn, *args, **kwargs):
+        # moved or cast parameters live elsewhere: recorded graphs would read the old memory
+        self.graphs.clear()
+        return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -175,7 +186,9 @@ class VisionTower(nn.Module):
         b, v = images.shape[:2]
         if v != self.num_views:
             raise ValueError(f"expected {self.num_views} camera view(s) per sample, got {v}.")
-        tokens = self.encoder(images.flatten(0, 1))
+        # graphs only in eval mode: a training-mode BatchNorm / dropout must run as the caller asked, eagerly
+        x = images.flatten(0, 1)
+        tokens = self.encoder(x) if self.training else self.graphs(x)
         return tokens.reshape(b, v * tokens.shape[1], tokens.shape[2])
 
 
