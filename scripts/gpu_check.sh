@@ -59,14 +59,14 @@ step "replay models/default cpu" 90 $CLI replay models/samples/sim_pick_seed0000
 
 N0=$((N1 / 3))
 CKPT=$(printf 'step_%07d' $N0)
-S1="--preset sim-default --data $DATA --stage full --log-interval $N0 --eval-interval $N0 --save-interval $N0"
+S1="--preset sim-default --precision bf16 --data $DATA --stage full --log-interval $N0 --eval-interval $N0 --save-interval $N0"
 S1="$S1 --keep-checkpoints 5"
 step "sim-default stage 1 bf16 $N1" 120 $TRAIN $S1 --steps $N1 --out "$WORK/full_bf16"
 step "sim-default stage 1 fp32 $N0" 60 $TRAIN $S1 --steps $N0 --precision fp32 --out "$WORK/full_fp32"
 # resume: the uninterrupted run's checkpoint at N1 / 3, continued to N1 in a fresh directory
 mkdir -p "$WORK/full_resumed/checkpoints" && cp -r "$WORK/full_bf16/checkpoints/$CKPT" "$WORK/full_resumed/checkpoints/"
 step "sim-default stage 1 resume $N0->$N1" 120 $TRAIN $S1 --steps $N1 --resume auto --out "$WORK/full_resumed"
-S2="--preset sim-default --data $DATA --stage mole --init-from $WORK/full_bf16/final --log-interval $N0"
+S2="--preset sim-default --precision bf16 --data $DATA --stage mole --init-from $WORK/full_bf16/final --log-interval $N0"
 step "sim-default stage 2 (STAR+CogKD) $((2 * N0))" 120 $TRAIN $S2 --steps $((2 * N0)) --out "$WORK/mole_bf16"
 step "sim-default stage 1 FSDP $N1" 120 $TRAIN $S1 --steps $N1 --strategy fsdp --out "$WORK/full_fsdp"
 step "sim-default stage 2 FSDP $N0" 120 $TRAIN $S2 --steps $N0 --strategy fsdp --out "$WORK/mole_fsdp"

@@ -76,6 +76,8 @@ def test_panda_needs_only_robot_type(tmp_path):
         ({"policy": {"skip_mode": "deep"}}, r"policy.skip_mode must be one of .*'deep'"),
         ({"policy": {"active_layers": 2.5}}, r"'policy.active_layers' must be an integer"),
         ({"policy": {"device": "gpu"}}, r"policy.device must be .*'gpu'"),
+        ({"policy": {"dtype": "float8"}}, r"policy.dtype must be one of .*'float8'"),
+        ({"policy": {"cuda_graphs": "no"}}, r"'policy.cuda_graphs' must be true or false"),
         ({"output_mode": "velocity"}, r"output_mode must be one of"),
         ({"trajectory": {"max_lin_vel": [3.0, 3.0, 3.0]}}, r"trajectory.max_lin_vel.*hardware limit"),
         ({"topics": {"camera_transport": "theora"}}, r"camera_transport must be one of"),

@@ -61,3 +61,16 @@ def test_load_policy_gives_a_working_policy(tiny_checkpoint):
     out = policy.infer(PolicyInput(images={"front": np.zeros((48, 48, 3), np.uint8)}, instruction="lift the cube"))
     assert out.actions.shape == (policy.chunk_size, 7) and np.all(np.isfinite(out.actions))
     assert len(out.layer_indices) == 2
+
+
+def test_load_policy_applies_dtype_and_cuda_graphs(tiny_checkpoint):
+    import torch
+
+    cfg = PolicySourceConfig(checkpoint=str(tiny_checkpoint / "default"), device="cpu", dtype="bf16", cuda_graphs=False)
+    policy = load_policy(cfg)
+    assert policy.model.dtype == torch.bfloat16
+    assert policy.model.config.cuda_graphs is False and not policy.model.action_head.graphs.enabled
+    out = policy.infer(PolicyInput(images={"front": np.zeros((48, 48, 3), np.uint8)}, instruction="lift the cube"))
+    assert np.all(np.isfinite(out.actions))
+    default = load_policy(PolicySourceConfig(checkpoint=str(tiny_checkpoint / "default"), device="cpu"))
+    assert default.model.dtype == torch.float32 and default.model.vision.graphs.enabled

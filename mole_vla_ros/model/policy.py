@@ -65,8 +65,10 @@ class MoLeVLAPolicy:
         seed: int | None = 0,
         dtype: torch.dtype | str = torch.float32,
         cfg_scale: float | None = None,
+        cuda_graphs: bool | None = None,
     ) -> MoLeVLAPolicy:
-        """Load a checkpoint directory (see checkpoint.py) onto `device` and wrap it."""
+        """Load a checkpoint directory (see checkpoint.py) onto `device` and wrap it. cuda_graphs: override the
+        checkpoint's `cuda_graphs` (replay vision, router and DDIM loop as CUDA graphs on a GPU; None = keep it)."""
         if isinstance(dtype, str):
             names = {
                 "float32": torch.float32,
@@ -80,6 +82,8 @@ class MoLeVLAPolicy:
                 raise ValueError(f"dtype must be one of {sorted(names)}, got {dtype!r}.")
             dtype = names[dtype]
         model, normalizer, _extra = load_checkpoint(path, device=device, dtype=dtype)
+        if cuda_graphs is not None:
+            model.reconfigure(model.config.replace(cuda_graphs=bool(cuda_graphs)))
         return cls(model, normalizer, active_layers, skip_mode, seed, cfg_scale)
 
     def _check_k(self, k) -> int:

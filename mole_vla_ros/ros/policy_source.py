@@ -95,4 +95,6 @@ def load_policy(cfg: PolicySourceConfig, search_dirs: list[Path] | None = None) 
         active_layers=cfg.active_layers or None,
         skip_mode=cfg.skip_mode,
         seed=cfg.seed,
+        dtype=cfg.dtype,
+        cuda_graphs=cfg.cuda_graphs,
     )

@@ -314,6 +314,9 @@ def _sim_default() -> TrainingConfig:
         # one thread per process: on a busy 2-core machine two OpenMP threads spin against other processes and
         # ran 25x slower in our measurements; stage 2 and its ablation then train side by side on the two cores
         threads=1,
+        # fp32 on a GPU too: the model was trained in fp32 (CPU), and at its size bf16 autocast's casts cost more than
+        # they save (H200: 41 ms per step in fp32, 56-68 ms in bf16; benchmarks/results/h200-2026-12-04)
+        precision="fp32",
     )
 
 
