@@ -463,3 +463,15 @@ def test_reach_phase_is_everything_before_the_first_closing_chunk():
     actions[:, :, -1] = [grip[key] for key in order]
     reach = reach_phase(episode, frame, actions)
     assert [key for key, r in zip(order, reach) if r] == [(1, 1), (0, 0), (1, 0), (0, 1)]
+
+
+def test_training_disallows_cuda_graphs_but_keeps_the_config_flag(dataset, tmp_path):
+    """Under FSDP a graph would record parameter copies freed after each forward: the trainer turns graphs off for
+    the model it trains (validation and probes included), while the checkpoint keeps cuda_graphs for inference."""
+    trainer = Trainer(tiny(steps=1), [dataset], tmp_path / "run", progress=False)
+    model = trainer.model
+    graphs = (model.vision.graphs, model.router.graphs, model.action_head.graphs)
+    assert model.config.cuda_graphs is True and not any(g.enabled for g in graphs)
+    model.reconfigure(model.config.replace(skip_mode="full"))  # a later config switch must not turn them back on
+    assert not any(g.enabled for g in graphs)
+    trainer.close()

@@ -115,9 +115,17 @@ class MoLeVLA(nn.Module):
         self.action_head.cfg = config.action_head
         self._use_cuda_graphs(config.cuda_graphs)
 
+    def allow_cuda_graphs(self, allowed: bool) -> None:
+        """Whether config.cuda_graphs may take effect. The trainer disallows them: under FSDP a graph would record
+        the addresses of parameter copies that FSDP frees and re-gathers on every forward."""
+        self._cuda_graphs_allowed = allowed
+        self._use_cuda_graphs(self.config.cuda_graphs)
+
     def _use_cuda_graphs(self, on: bool) -> None:
+        on = on and getattr(self, "_cuda_graphs_allowed", True)
         for graphs in (self.vision.graphs, self.router.graphs, self.action_head.graphs):
             graphs.enabled = on
+            graphs.clear()
 
     @property
     def device(self) -> torch.device:

@@ -242,6 +242,8 @@ class Trainer:
             self._apply_overrides_to_checkpoint(model)
         else:
             model = build_model(self._model_config(train_ds), device=self.device, pretrained=True)
+        # no CUDA graphs while training (validation and probes included; the saved config keeps its cuda_graphs)
+        model.allow_cuda_graphs(False)
         self.model = model
         mc = model.config
         # the training choices the saved checkpoint should carry
