@@ -137,9 +137,11 @@ def test_tiny_model_sample_and_vision_match_eager_through_the_graph_path():
 def test_moving_the_module_forgets_graphs_and_copies_start_empty():
     model = build_model(MoLeVLAConfig.preset("tiny"), pretrained=False).eval()
     head = model.action_head
-    head.graphs._graphs["key"] = "a recorded graph"
+    owners = (model.vision, model.router, head)
+    for owner in owners:
+        owner.graphs._graphs["key"] = "a recorded graph"
     model.to(torch.float64)
-    assert head.graphs.num_graphs == 0, "a cast or move must drop graphs that point at the old parameters"
+    assert all(o.graphs.num_graphs == 0 for o in owners), "a cast or move must drop graphs of the old parameters"
     head.graphs._graphs["key"] = "a recorded graph"
     twin = copy.deepcopy(head)  # the EMA teacher is a deep copy
     assert twin.graphs.num_graphs == 0 and twin.graphs.fn.__self__ is twin

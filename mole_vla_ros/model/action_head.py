@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .configuration import ActionHeadConfig
-from .cuda_graphs import GraphedFunction
+from .cuda_graphs import DropsGraphsWhenMoved, GraphedFunction
 from .vit import Attention, Mlp  # the same blocks as the ViT towers, parameter names included (qkv, proj, fc1, fc2)
 
 
@@ -113,7 +113,7 @@ class FinalLayer(nn.Module):
         return self.linear(self.norm_final(x))
 
 
-class DiTActionHead(nn.Module):
+class DiTActionHead(DropsGraphsWhenMoved, nn.Module):
     """The denoiser plus its diffusion schedule. `loss()` for training, `sample()` for DDIM + CFG inference."""
 
     def __init__(self, cfg: ActionHeadConfig, cond_dim: int, action_dim: int, chunk_size: int):
@@ -231,8 +231,3 @@ class DiTActionHead(nn.Module):
             x0 = (x - (1 - ab_t).sqrt() * eps) / ab_t.sqrt()
             x = ab_prev.sqrt() * x0 + (1 - ab_prev).sqrt() * eps
         return x.clamp(-1.0, 1.0).to(dtype)
-
-    def _apply(self, fn, *args, **kwargs):
-        # moved or cast parameters live elsewhere: recorded graphs would read the old memory
-        self.graphs.clear()
-        return super()._apply(fn, *args, **kwargs)

@@ -53,6 +53,15 @@ def capture_cuda_graph(fn: Callable, inputs: list[torch.Tensor], static: tuple) 
     return _Graph(graph, inputs, output)
 
 
+class DropsGraphsWhenMoved:
+    """Mixin for an nn.Module that holds a GraphedFunction as `self.graphs`: moving or casting the module (`.to()`,
+    `.cuda()`, `.half()`) puts its parameters in new memory, so graphs recorded against the old memory are dropped."""
+
+    def _apply(self, fn, *args, **kwargs):
+        self.graphs.clear()
+        return super()._apply(fn, *args, **kwargs)
+
+
 class GraphedFunction:
     """fn(*tensors, *static) replayed from a CUDA graph per (input shapes, dtypes, device, static args, autocast).
 

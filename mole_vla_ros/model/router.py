@@ -23,7 +23,7 @@ import torch
 from torch import nn
 
 from .configuration import SKIP_MODES, RouterConfig
-from .cuda_graphs import GraphedFunction
+from .cuda_graphs import DropsGraphsWhenMoved, GraphedFunction
 
 
 @dataclass
@@ -56,7 +56,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
-class STARRouter(nn.Module):
+class STARRouter(DropsGraphsWhenMoved, nn.Module):
     """Maps the (normed) input embeddings of one sample to N layer logits. See the module docstring."""
 
     def __init__(self, cfg: RouterConfig, hidden_size: int, num_layers: int):
@@ -84,11 +84,6 @@ class STARRouter(nn.Module):
         self.reset_parameters()
         # inference on a GPU replays the logits as a CUDA graph per prompt length (cuda_graphs.py): ~20 small kernels
         self.graphs = GraphedFunction(self._logits, "the STAR router")
-
-    def _apply(self, fn, *args, **kwargs):
-        # moved or cast parameters live elsewhere: recorded graphs would read the old memory
-        self.graphs.clear()
-        return super()._apply(fn, *args, **kwargs)
 
     @torch.no_grad()
     def reset_parameters(self) -> None:

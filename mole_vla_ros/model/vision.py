@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from .configuration import MoLeVLAConfig
-from .cuda_graphs import GraphedFunction
+from .cuda_graphs import DropsGraphsWhenMoved, GraphedFunction
 from .vit import DINOV2_L14_REG4, SIGLIP_SO400M_14, VisionTransformer
 
 log = logging.getLogger(__name__)
@@ -147,7 +147,7 @@ def _load_local_weights(module: nn.Module, path: str) -> None:
     log.info("loaded vision tower weights from %s", path)
 
 
-class VisionTower(nn.Module):
+class VisionTower(DropsGraphsWhenMoved, nn.Module):
     """Encodes every view with one shared encoder: images [B, V, 3, H, W] float in [0,1] -> tokens [B, V*P, F]."""
 
     def __init__(self, config: MoLeVLAConfig, pretrained: bool = True):
@@ -170,11 +170,6 @@ class VisionTower(nn.Module):
 
     def _encode(self, images: torch.Tensor) -> torch.Tensor:
         return self.encoder(images)
-
-    def _apply(self, fn, *args, **kwargs):
-        # moved or cast parameters live elsewhere: recorded graphs would read the old memory
-        self.graphs.clear()
-        return super()._apply(fn, *args, **kwargs)
 
     def train(self, mode: bool = True):
         super().train(mode)
