@@ -31,10 +31,30 @@ def package_root() -> Path:
         return here
 
 
+def accelerator_lines(torch) -> list[str]:
+    """Which GPUs torch sees and what they support (bf16: training autocast and policy.dtype bf16), or why none."""
+    if not torch.cuda.is_available():
+        if torch.version.cuda is None:
+            why = "this torch is a CPU build (`make robot-deps` on a GPU machine installs a CUDA build)"
+        else:
+            why = f"torch was built for CUDA {torch.version.cuda} but sees no GPU (driver? CUDA_VISIBLE_DEVICES?)"
+        return [f"accelerator: none, {why}; the policy runs on the CPU"]
+    lines = []
+    for i in range(torch.cuda.device_count()):
+        props = torch.cuda.get_device_properties(i)
+        lines.append(
+            f"accelerator: cuda:{i} {props.name}, {props.total_memory / 2**30:.0f} GiB, compute {props.major}."
+            f"{props.minor}{', bf16' if props.major >= 8 else ''} (torch CUDA {torch.version.cuda})"
+        )
+    return lines
+
+
 def run(_args) -> int:
     import torch
 
     print(f"mole_vla_ros {mole_vla_ros.__version__}  python {platform.python_version()}  torch {torch.__version__}")
+    for line in accelerator_lines(torch):
+        print(line)
     root = package_root()
     print(f"package files: {root}")
     for name, what in OPTIONAL.items():

@@ -113,3 +113,14 @@ def test_package_xml_declares_every_ros_dependency():
 def test_all_modules_listed():
     mods = [m.name for m in pkgutil.walk_packages(mole_vla_ros.__path__, "mole_vla_ros.")]
     assert "mole_vla_ros.interfaces" in mods
+
+
+def test_info_says_which_accelerator_torch_sees():
+    res = subprocess.run([sys.executable, "-m", "mole_vla_ros.cli", "info"], capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    import torch
+
+    if torch.cuda.is_available():
+        assert f"accelerator: cuda:0 {torch.cuda.get_device_name(0)}" in res.stdout
+    else:
+        assert "accelerator: none, " in res.stdout and "the policy runs on the CPU" in res.stdout
