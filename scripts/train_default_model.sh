@@ -154,7 +154,10 @@ if [ "$SIM_EPISODES" -gt 0 ]; then
   # k = 4, and each trained comparison in the mode it was trained for
   stamp "closed loop in the simulator, $SIM_EPISODES episodes per setting"
   export OMP_NUM_THREADS=1
+  # two settings run side by side; on a machine with more than 2 cores each splits its episodes over processes
+  SIM_WORKERS=$((THREADS > 2 ? THREADS / 2 : 1))
   SIM="$CLI sim eval --task pick --episodes $SIM_EPISODES --seed 5000 --image-size 128 --active-layers 4"
+  SIM="$SIM --workers $SIM_WORKERS"
   run_sim() { # json/txt name, checkpoint, skip modes...
     local name=$1 ckpt=$2
     shift 2

@@ -204,6 +204,45 @@ def test_cli_eval_compares_k_and_skip_modes_of_a_real_checkpoint(tmp_path, capsy
     assert "early" in capsys.readouterr().out
 
 
+def test_cli_eval_in_parallel_workers_gives_the_results_of_one_process(tmp_path, tiny_sim_checkpoint):
+    """--workers 2 splits the episodes over two processes (each loads the checkpoint and builds its own simulator):
+    every episode meets the same seed and noise, so the outcomes are those of one process, in seed order."""
+    import json
+
+    ckpt, _ = tiny_sim_checkpoint
+    args = ["sim", "eval", "--checkpoint", str(ckpt), "--task", "pick", "--episodes", "3", "--seed", "40",
+            "--image-size", "64", "--max-seconds", "0.8", "--active-layers", "2", "4"]  # fmt: skip
+    rows = {}
+    for workers in (1, 2):
+        out = tmp_path / f"w{workers}.json"
+        assert cli_main([*args, "--workers", str(workers), "--json", str(out)]) == 0
+        rows[workers] = json.loads(out.read_text())
+    exact = ("episodes", "successes", "inferences", "mean_flops", "mean_layers", "distinct_layer_sets", "active_layers")
+    for one, two in zip(rows[1], rows[2], strict=True):
+        assert {k: one[k] for k in exact} == {k: two[k] for k in exact}
+        assert [o["seed"] for o in two["outcomes"]] == [40, 41, 42]
+        for a, b in zip(one["outcomes"], two["outcomes"], strict=True):
+            a.pop("wall_s"), b.pop("wall_s")  # measured time, the only field allowed to differ
+            assert a == b
+    with pytest.raises(SystemExit, match="--workers must be >= 1"):
+        cli_main([*args, "--workers", "0"])
+
+
+def test_merged_slices_weigh_inference_means_by_their_counts():
+    from mole_vla_ros.sim.evaluate import EpisodeOutcome, merge_results, summarise
+
+    def part(seed, ok, inferences, latency, layer_sets):
+        o = EpisodeOutcome(seed, "pick", ok, 2.0, 20, 1.0, layer_sets=layer_sets)
+        return summarise("pick", ("star", 2), [o], inferences, latency, 1e9, 2.0)
+
+    merged = merge_results([part(7, True, 30, 10.0, [(0, 1)]), part(3, False, 10, 50.0, [(0, 1), (2, 5)])])
+    assert [o.seed for o in merged.outcomes] == [3, 7] and merged.successes == 1 and merged.episodes == 2
+    assert merged.inferences == 40 and merged.mean_latency_ms == pytest.approx((30 * 10 + 10 * 50) / 40)
+    assert merged.distinct_layer_sets == 2 and merged.skip_mode == "star" and merged.active_layers == 2
+    with pytest.raises(ValueError):
+        merge_results([])
+
+
 def _tiny_random_policy():
     """A random tiny MoLe-VLA behind the policy interface (2 DDIM steps, no guidance: the loop is what is tested)."""
     torch = pytest.importorskip("torch")

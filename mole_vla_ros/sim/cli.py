@@ -156,6 +156,7 @@ def _checkpoint_image_size(checkpoint: str) -> int:
 def run_eval(args) -> int:
     from mole_vla_ros.sim.evaluate import (
         EvalSettings,
+        PolicySpec,
         evaluate_grid,
         format_table,
         load_policy,
@@ -179,6 +180,8 @@ def run_eval(args) -> int:
     )
     if args.scripted == bool(args.checkpoint):
         raise SystemExit("sim eval: pass exactly one of --checkpoint DIR or --scripted")
+    if args.workers < 1:
+        raise SystemExit(f"sim eval: --workers must be >= 1, got {args.workers}")
     if args.scripted:
         factory = scripted_policy_factory()
         ks, modes = [None], ["scripted"]
@@ -186,7 +189,9 @@ def run_eval(args) -> int:
         factory = load_policy(args.checkpoint, device=args.device, cfg_scale=args.cfg_scale)
         ks = args.active_layers or [None]
         modes = args.skip_mode or [None]
-    results = evaluate_grid(factory, settings, ks, modes)
+    if args.workers > 1:  # each process loads the policy itself
+        factory = PolicySpec(args.checkpoint, args.device, args.cfg_scale)
+    results = evaluate_grid(factory, settings, ks, modes, workers=args.workers)
     print(format_table(results))
     if args.json:
         Path(args.json).write_text(json.dumps([r.to_dict() for r in results], indent=2), encoding="utf-8")
@@ -290,6 +295,12 @@ def register(sub) -> None:
     ev.add_argument("--max-seconds", type=float, help="episode time limit (default: the task's)")
     ev.add_argument("--gif", help="directory for rollout GIFs (scene camera)")
     ev.add_argument("--gif-episodes", type=int, default=2, help="episodes per configuration saved as GIF")
+    ev.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="processes running episodes in parallel (one torch thread each; same results as 1, e.g. --workers 16)",
+    )
     ev.add_argument("--json", help="also write the results as JSON here")
     ev.set_defaults(func=run_eval)
 

@@ -26,7 +26,7 @@ import itertools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -222,6 +222,7 @@ class EpisodeOutcome:
     failure: str = ""
     inferences: int = 0
     route_changes: int = 0
+    layer_sets: list[tuple[int, ...]] = field(default_factory=list)  # the distinct layer sets it ran, sorted
 
 
 def _feed(runtime: PolicyRuntime, obs: SimObservation) -> None:
@@ -391,8 +392,12 @@ def evaluate(
     sim: TabletopSim | None = None,
     label: tuple[str, int | None] = ("", None),
     progress: bool = True,
+    episodes: Sequence[int] | None = None,
 ) -> EvalResult:
-    """Run `settings.episodes` closed-loop episodes of `policy` and summarise them."""
+    """Run `settings.episodes` closed-loop episodes of `policy` and summarise them.
+
+    episodes: which episode indices to run (seeds settings.seed + index), default all; a worker of
+    `evaluate_grid(..., workers=N)` runs a slice, and each episode's result does not depend on which others ran."""
     from tqdm import tqdm
 
     own_sim = sim is None
@@ -405,7 +410,8 @@ def evaluate(
     try:
         runtime.warmup()
         metered.reset()
-        for i in tqdm(range(settings.episodes), desc=f"sim eval {settings.task}", unit="ep", disable=not progress):
+        indices = range(settings.episodes) if episodes is None else episodes
+        for i in tqdm(indices, desc=f"sim eval {settings.task}", unit="ep", disable=not progress):
             frames: list[np.ndarray] | None = [] if settings.gif_dir and i < settings.gif_episodes else None
             runtime.restart_noise((settings.seed + i) * NOISE_SEEDS_PER_EPISODE)
             first_call = len(metered.calls)
@@ -413,6 +419,7 @@ def evaluate(
             routes = [c.layer_set for c in metered.calls[first_call:] if not c.failed]
             outcome.inferences = len(routes)
             outcome.route_changes = sum(a != b for a, b in itertools.pairwise(routes))
+            outcome.layer_sets = sorted(set(routes))
             outcomes.append(outcome)
             log.info(
                 "episode %d (seed %d) %r: success=%s after %.1f s%s (closest to target %.0f mm, other %.0f mm)",
@@ -432,40 +439,110 @@ def evaluate(
         if own_sim:
             sim.close()
     calls = metered.completed
+    return summarise(
+        settings.task,
+        label,
+        outcomes,
+        inferences=len(calls),
+        mean_latency_ms=1e3 * float(np.mean([c.wall_s for c in calls])) if calls else 0.0,
+        mean_flops=float(np.mean([c.flops for c in calls])) if calls else 0.0,
+        mean_layers=float(np.mean([c.layers for c in calls])) if calls else 0.0,
+    )
+
+
+def summarise(
+    task: str,
+    label: tuple[str, int | None],
+    outcomes: list[EpisodeOutcome],
+    inferences: int,
+    mean_latency_ms: float,
+    mean_flops: float,
+    mean_layers: float,
+) -> EvalResult:
+    """An EvalResult from episode outcomes and the inference means (success, interval, times, layer sets)."""
     n_ok = sum(o.success for o in outcomes)
     lo, hi = wilson_interval(n_ok, len(outcomes))
     steps = sum(o.control_steps for o in outcomes)
     ok_times = [o.seconds for o in outcomes if o.success]
     return EvalResult(
-        task=settings.task,
+        task=task,
         skip_mode=label[0],
         active_layers=label[1],
         episodes=len(outcomes),
         successes=n_ok,
         ci_low=lo,
         ci_high=hi,
-        mean_latency_ms=1e3 * float(np.mean([c.wall_s for c in calls])) if calls else 0.0,
-        mean_flops=float(np.mean([c.flops for c in calls])) if calls else 0.0,
-        mean_layers=float(np.mean([c.layers for c in calls])) if calls else 0.0,
-        inferences=len(calls),
+        mean_latency_ms=mean_latency_ms,
+        mean_flops=mean_flops,
+        mean_layers=mean_layers,
+        inferences=inferences,
         ms_per_control_step=1e3 * sum(o.wall_s for o in outcomes) / max(steps, 1),
         mean_seconds_to_success=float(np.mean(ok_times)) if ok_times else float("nan"),
         outcomes=outcomes,
-        distinct_layer_sets=len({c.layer_set for c in calls}),
+        distinct_layer_sets=len({tuple(ls) for o in outcomes for ls in o.layer_sets}),
+    )
+
+
+def merge_results(parts: list[EvalResult]) -> EvalResult:
+    """One configuration's result from results on disjoint episode slices (parallel workers): outcomes in seed
+    order, inference means weighted by each part's inference count."""
+    if not parts:
+        raise ValueError("merge_results needs at least one part")
+    outcomes = sorted((o for p in parts for o in p.outcomes), key=lambda o: o.seed)
+    n = sum(p.inferences for p in parts)
+
+    def weighted(name: str) -> float:
+        return sum(getattr(p, name) * p.inferences for p in parts) / n if n else 0.0
+
+    first = parts[0]
+    return summarise(
+        first.task,
+        (first.skip_mode, first.active_layers),
+        outcomes,
+        inferences=n,
+        mean_latency_ms=weighted("mean_latency_ms"),
+        mean_flops=weighted("mean_flops"),
+        mean_layers=weighted("mean_layers"),
     )
 
 
 PolicyFactory = Callable[[int | None, str | None, TabletopSim], Policy]
 
 
+@dataclass(frozen=True)
+class PolicySpec:
+    """A policy that a worker process can load by itself: a checkpoint (on `device`, with `cfg_scale`), or the
+    scripted expert when `checkpoint` is None."""
+
+    checkpoint: str | None = None
+    device: str = "cpu"
+    cfg_scale: float | None = None
+
+    def factory(self) -> PolicyFactory:
+        if self.checkpoint is None:
+            return scripted_policy_factory()
+        return load_policy(self.checkpoint, self.device, self.cfg_scale)
+
+
 def evaluate_grid(
-    factory: PolicyFactory,
+    factory: PolicyFactory | PolicySpec,
     settings: EvalSettings,
     active_layers: list[int | None],
     skip_modes: list[str | None],
     progress: bool = True,
+    workers: int = 1,
 ) -> list[EvalResult]:
-    """Evaluate every (k, skip mode) pair on the same seeds; `factory(k, mode, sim)` returns the policy to use."""
+    """Evaluate every (k, skip mode) pair on the same seeds; `factory(k, mode, sim)` returns the policy to use.
+
+    workers > 1: the episodes run in that many processes (each loads the policy from a PolicySpec and builds its own
+    simulator, one torch thread each); every episode's rollout depends on its seed alone, so the results are the
+    ones one process gives, in less time."""
+    if workers > 1:
+        if not isinstance(factory, PolicySpec):
+            raise TypeError("evaluate_grid with workers > 1 needs a PolicySpec (each process loads its own policy)")
+        return _evaluate_grid_parallel(factory, settings, active_layers, skip_modes, progress, workers)
+    if isinstance(factory, PolicySpec):
+        factory = factory.factory()
     results = []
     with TabletopSim(settings.sim, settings.task) as sim:
         for mode in skip_modes:
@@ -473,6 +550,53 @@ def evaluate_grid(
                 policy = factory(k, mode, sim)
                 results.append(evaluate(policy, settings, sim, (mode or getattr(policy, "skip_mode", ""), k), progress))
     return results
+
+
+# one simulator and policy factory per worker process, built once by the pool's initializer
+_WORKER: dict = {}
+
+
+def _worker_init(spec: PolicySpec, settings: EvalSettings, log_level: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)  # N processes on N cores: threads inside each would only fight each other
+    logging.basicConfig(level=log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    _WORKER["sim"] = TabletopSim(settings.sim, settings.task)
+    _WORKER["factory"] = spec.factory()
+    _WORKER["settings"] = settings
+
+
+def _worker_run(task: tuple[int, str | None, int | None, list[int]]) -> tuple[int, EvalResult]:
+    cell, mode, k, indices = task
+    sim = _WORKER["sim"]
+    policy = _WORKER["factory"](k, mode, sim)
+    label = (mode or getattr(policy, "skip_mode", ""), k)
+    return cell, evaluate(policy, _WORKER["settings"], sim, label, progress=False, episodes=indices)
+
+
+def _evaluate_grid_parallel(spec, settings, active_layers, skip_modes, progress, workers) -> list[EvalResult]:
+    import multiprocessing
+
+    from tqdm import tqdm
+
+    cells = [(mode, k) for mode in skip_modes for k in active_layers]
+    # slices of a few episodes: the bar moves, and a slow slice does not hold the others up
+    size = max(1, min(5, math.ceil(settings.episodes / workers)))
+    slices = [list(range(a, min(a + size, settings.episodes))) for a in range(0, settings.episodes, size)]
+    tasks = [(c, mode, k, sl) for c, (mode, k) in enumerate(cells) for sl in slices]
+    parts: dict[int, list[EvalResult]] = {c: [] for c in range(len(cells))}
+    log.info("sim eval: %d episodes x %d setting(s) in %d processes", settings.episodes, len(cells), workers)
+    ctx = multiprocessing.get_context("spawn")  # MuJoCo's GL contexts and torch's thread pools do not survive fork
+    init = (spec, settings, logging.getLogger().getEffectiveLevel())
+    with ctx.Pool(min(workers, len(tasks)), initializer=_worker_init, initargs=init) as pool:
+        bar = tqdm(
+            total=settings.episodes * len(cells), desc=f"sim eval {settings.task}", unit="ep", disable=not progress
+        )
+        for cell, result in pool.imap_unordered(_worker_run, tasks):
+            parts[cell].append(result)
+            bar.update(result.episodes)
+        bar.close()
+    return [merge_results(parts[c]) for c in range(len(cells))]
 
 
 def scripted_policy_factory(chunk_size: int = 4) -> PolicyFactory:
