@@ -7,7 +7,8 @@
 #   3. one-GPU training of the bundled model's preset (sim-default): bf16 vs fp32 step time, stage 2 from stage 1,
 #      resume from a mid-run checkpoint against the uninterrupted run
 #   4. FSDP (one process: a group of one) for sim-default stages 1 and 2, and cogact-base stage 1 at 16 and 32 layers
-#      (peak GPU memory in the training summary)
+#      (peak GPU memory in the training summary; the 32-layer run needs ~130 GiB of GPU memory and writes a 27 GB
+#      final checkpoint under WORK)
 #
 #   DATA=<dataset, 2 views at 128 px> DATA224=<dataset, 1 view at 224 px> OUT=<dir> bash scripts/gpu_check.sh
 #
@@ -25,7 +26,7 @@ OUT=${OUT:-runs/gpu_check}
 DATA=${DATA:?set DATA to a dataset with the sim-default views (2 cameras, 128 px)}
 DATA224=${DATA224:-}
 WORK=${WORK:-/tmp/gpu_check}
-DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script's plumbing (the FSDP steps then fail: CUDA only)
+DEVICE=${DEVICE:-cuda}  # cpu: a dry run of this script's plumbing (CUDA-only parts are skipped or fail)
 N1=${N1:-300}           # stage-1 steps (checkpoint and resume point at N1 / 3); stage 2 runs 2 * N1 / 3
 CLI="$PY -m mole_vla_ros.cli"
 TRAIN="$CLI train --no-progress --device $DEVICE"
