@@ -83,6 +83,8 @@ def test_default_model_is_small_and_documented():
         "| the retrained stage 1, full depth |": "stage1",
         "| random skip, trained from the same stage 1 |": "random",
         "| early exit, trained from the same stage 1 |": "early",
+        "| STAR + Gumbel noise, 2000 stage-2 steps |": "mole_gumbel_2k",
+        "| early exit, 2000 stage-2 steps |": "early_2k",
     }
     for row, name in gumbel_rows.items():
         (line,) = [line.strip() for line in card.splitlines() if line.strip().startswith(row)]
