@@ -206,7 +206,8 @@ def test_cli_eval_compares_k_and_skip_modes_of_a_real_checkpoint(tmp_path, capsy
 
 def test_cli_eval_in_parallel_workers_gives_the_results_of_one_process(tmp_path, tiny_sim_checkpoint):
     """--workers 2 splits the episodes over two processes (each loads the checkpoint and builds its own simulator):
-    every episode meets the same seed and noise, so the outcomes are those of one process, in seed order."""
+    every episode meets the same seed and noise, so the outcomes are those of one process, in seed order. (Both run
+    one torch thread here: conftest sets it for the tests, the workers set it themselves.)"""
     import json
 
     ckpt, _ = tiny_sim_checkpoint

@@ -299,7 +299,8 @@ def register(sub) -> None:
         "--workers",
         type=int,
         default=1,
-        help="processes running episodes in parallel (one torch thread each; same results as 1, e.g. --workers 16)",
+        help="processes running episodes in parallel, one torch thread each (the results of one process run with "
+        "OMP_NUM_THREADS=1), e.g. --workers 16",
     )
     ev.add_argument("--json", help="also write the results as JSON here")
     ev.set_defaults(func=run_eval)

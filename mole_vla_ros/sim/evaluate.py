@@ -535,8 +535,9 @@ def evaluate_grid(
     """Evaluate every (k, skip mode) pair on the same seeds; `factory(k, mode, sim)` returns the policy to use.
 
     workers > 1: the episodes run in that many processes (each loads the policy from a PolicySpec and builds its own
-    simulator, one torch thread each); every episode's rollout depends on its seed alone, so the results are the
-    ones one process gives, in less time."""
+    simulator, one torch thread each); every episode's rollout depends on its seed alone, so the outcomes are the
+    ones one process running one torch thread gives (torch's thread count changes float rounding, which a closed
+    loop amplifies), in less time."""
     if workers > 1:
         if not isinstance(factory, PolicySpec):
             raise TypeError("evaluate_grid with workers > 1 needs a PolicySpec (each process loads its own policy)")
