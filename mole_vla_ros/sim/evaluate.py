@@ -549,8 +549,13 @@ def evaluate_grid(
         for mode in skip_modes:
             for k in active_layers:
                 policy = factory(k, mode, sim)
-                results.append(evaluate(policy, settings, sim, (mode or getattr(policy, "skip_mode", ""), k), progress))
+                results.append(evaluate(policy, settings, sim, _grid_label(policy, mode, k), progress))
     return results
+
+
+def _grid_label(policy: Policy, mode: str | None, k: int | None) -> tuple[str, int | None]:
+    """A grid cell's (skip mode, k) label: the mode asked for, else the policy's own."""
+    return (mode or getattr(policy, "skip_mode", ""), k)
 
 
 # one simulator and policy factory per worker process, built once by the pool's initializer
@@ -571,8 +576,7 @@ def _worker_run(task: tuple[int, str | None, int | None, list[int]]) -> tuple[in
     cell, mode, k, indices = task
     sim = _WORKER["sim"]
     policy = _WORKER["factory"](k, mode, sim)
-    label = (mode or getattr(policy, "skip_mode", ""), k)
-    return cell, evaluate(policy, _WORKER["settings"], sim, label, progress=False, episodes=indices)
+    return cell, evaluate(policy, _WORKER["settings"], sim, _grid_label(policy, mode, k), False, indices)
 
 
 def _evaluate_grid_parallel(spec, settings, active_layers, skip_modes, progress, workers) -> list[EvalResult]:
