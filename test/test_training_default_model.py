@@ -86,11 +86,31 @@ def test_default_model_is_small_and_documented():
         "| STAR + Gumbel noise, 2000 stage-2 steps |": "mole_gumbel_2k",
         "| early exit, 2000 stage-2 steps |": "early_2k",
     }
-    for row, name in gumbel_rows.items():
+    _assert_rows_match_both_seed_sets(card, gumbel, gumbel_rows)
+    # the 4500-step stage-1 study ("Tried after"): the same, for its table
+    stage1_4500_rows = {
+        "| stage 1, 4500 steps, full depth |": "stage1",
+        "| MoLe: STAR + Gumbel + CogKD, lr 3e-4 (the script's) |": "mole",
+        "| the same without CogKD |": "mole_nokd",
+        "| the same with CogKD, lr 1e-4 |": "mole_lr1e-4",
+        "| the same with CogKD, lr 3e-5 |": "mole_lr3e-5",
+        "| random skip, trained |": "random",
+        "| STAR + Gumbel + CogKD warm-started from the trained random skip (+1000) |": "mole_from_random",
+        "| early exit, trained |": "early",
+        "| **MoLe: STAR + Gumbel + CogKD, 2000 steps** |": "mole_2k",
+        "| STAR from the random skip, 2000 steps (+1000 random skip before) |": "mole_from_random_2k",
+        "| early exit, 2000 steps |": "early_2k",
+    }
+    _assert_rows_match_both_seed_sets(card, MODEL / "eval" / "tried_stage1_4500", stage1_4500_rows)
+
+
+def _assert_rows_match_both_seed_sets(card: str, folder: Path, rows: dict[str, str]) -> None:
+    """Each card row starting with a key shows the successes of folder/s6000_<name>.json, s5000_<name>.json, pooled."""
+    for row, name in rows.items():
         (line,) = [line.strip() for line in card.splitlines() if line.strip().startswith(row)]
         counts = []
         for seed in (6000, 5000):
-            (result,) = json.loads((gumbel / f"s{seed}_{name}.json").read_text(encoding="utf-8"))
+            (result,) = json.loads((folder / f"s{seed}_{name}.json").read_text(encoding="utf-8"))
             counts.append(result["successes"])
             assert f"| {result['successes']}/{result['episodes']} |" in line, (line, seed)
         assert f"| {sum(counts)}/200 |" in line, line
