@@ -85,6 +85,21 @@ def test_cogkd_ignores_padded_positions(form):
     assert torch.equal(cogkd_loss(fs2, ft2, mask, eos, form=form), base)
 
 
+@pytest.mark.parametrize("form", ["code", "paper"])
+def test_cogkd_under_bf16_autocast_is_the_fp32_loss(form):
+    # bf16 training (GPUs, `--precision bf16`) calls the loss inside autocast: it must neither fail (bf16 cannot hold
+    # the fp32 mask value) nor lose precision; CPU autocast has the same dtype rules as CUDA's for these ops
+    g = torch.Generator().manual_seed(3)
+    fs, ft = torch.randn(2, 10, 8, generator=g), torch.randn(2, 10, 8, generator=g)
+    mask = torch.ones(2, 10, dtype=torch.long)
+    mask[1, 7:] = 0
+    eos = torch.tensor([9, 6])
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        loss = cogkd_loss(fs, ft, mask, eos, form=form)
+    assert loss.dtype == torch.float32
+    torch.testing.assert_close(loss, cogkd_loss(fs, ft, mask, eos, form=form))
+
+
 def test_ema_teacher_is_frozen_full_depth_and_updates_by_formula():
     model = tiny().train()
     teacher = EMATeacher(model)

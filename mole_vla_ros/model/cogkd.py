@@ -103,7 +103,14 @@ def cogkd_loss(
 
     mask [B, L] (1 = real token, None = no padding); eos_index [B] is the cognition token of each row.
     form: "code" (the released code, default) or "paper" (equations 14-17); see the module docstring.
+    Computed in fp32 whatever the caller's autocast: under bf16 autocast the token-attention einsums would come out
+    in bf16, which cannot hold the fp32 mask value (and the softmaxes would lose the small differences CogKD measures).
     """
+    with torch.autocast(device_type=fs.device.type, enabled=False):
+        return _cogkd_fp32(fs, ft, mask, eos_index, mse_share, form)
+
+
+def _cogkd_fp32(fs, ft, mask, eos_index, mse_share, form):
     if fs.shape != ft.shape:
         raise ValueError(f"student and teacher features differ in shape: {list(fs.shape)} vs {list(ft.shape)}.")
     if form not in KD_FORMS:
