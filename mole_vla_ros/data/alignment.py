@@ -18,8 +18,10 @@ def tick_times(start_ns: int, end_ns: int, rate_hz: float) -> np.ndarray:
     if end_ns < start_ns:
         return np.zeros(0, dtype=np.int64)
     period = 1e9 / rate_hz
+    # the tolerance keeps a tick that lands on `end` despite float error; the filter drops one it pushed 1 ns past it
     n = int(np.floor((end_ns - start_ns) / period + 1e-9)) + 1
-    return start_ns + np.round(np.arange(n) * period).astype(np.int64)
+    ticks = start_ns + np.round(np.arange(n) * period).astype(np.int64)
+    return ticks[ticks <= end_ns]
 
 
 def latest_at_or_before(stamps_ns: np.ndarray, ticks_ns: np.ndarray, tolerance_ns: int) -> np.ndarray:
