@@ -54,6 +54,22 @@ fi
 mkdir -p "$WORK"
 SECONDS=0
 stamp() { echo "[$(date +%H:%M:%S), ${SECONDS}s] $*"; }
+# started JOB &; throttle N: at N jobs running, wait for any one to end (a failed job stops the script: set -e);
+# drain: wait for all of them
+RUNNING=0
+throttle() {
+  RUNNING=$((RUNNING + 1))
+  if [ "$RUNNING" -ge "$1" ]; then
+    wait -n
+    RUNNING=$((RUNNING - 1))
+  fi
+}
+drain() {
+  while [ "$RUNNING" -gt 0 ]; do
+    wait -n
+    RUNNING=$((RUNNING - 1))
+  done
+}
 
 # record_parts NAME FIRST_SEED COUNT [sim record options...]: seeds FIRST_SEED .. FIRST_SEED+COUNT-1 into
 # $WORK/NAME/part<i> in $THREADS processes (each episode depends on its seed alone, so the split does not change the
@@ -141,22 +157,14 @@ declare -A STAGE2_ARGS=(
   [random]="--skip-mode random"
   [early]="--skip-mode early"
 )
-RUNNING=0 # a new run starts as soon as any one ends (wait -n); a failed run stops the script (set -e)
-for name in "${STAGE2_RUNS[@]}"; do
+for name in "${STAGE2_RUNS[@]}"; do # a new run starts as soon as any one ends
   if [ -f "$WORK/$name/final/model.safetensors" ]; then continue; fi
   # shellcheck disable=SC2086
   $TRAIN --data "$DATA" --stage mole --init-from "$STAGE1" --steps "$STEPS2" --threads 1 ${STAGE2_ARGS[$name]} \
     --out "$WORK/$name" > "$WORK/$name.log" 2>&1 &
-  RUNNING=$((RUNNING + 1))
-  if [ "$RUNNING" -ge "$THREADS" ]; then
-    wait -n
-    RUNNING=$((RUNNING - 1))
-  fi
+  throttle "$THREADS"
 done
-while [ "$RUNNING" -gt 0 ]; do
-  wait -n
-  RUNNING=$((RUNNING - 1))
-done
+drain
 for name in "${STAGE2_RUNS[@]}"; do
   echo "== $name"
   tail -n 7 "$WORK/$name.log"
@@ -186,24 +194,20 @@ if [ "$SIM_EPISODES" -gt 0 ]; then
     shift 2
     $SIM --checkpoint "$ckpt" --skip-mode "$@" --json "$WORK/eval/$name.json" > "$WORK/eval/$name.txt" 2>&1
   }
-  run_sim sim_eval "$WORK/mole/final" full star &
-  P1=$!
+  SIM_SETTINGS=("sim_eval|$WORK/mole/final|full star")
   if [ "$BASELINES" != 0 ]; then
-    run_sim sim_eval_nocogkd "$WORK/mole_nokd/final" star &
-    P2=$!
-    wait $P1
-    wait $P2
-    run_sim sim_eval_random "$WORK/random/final" random &
-    P1=$!
-    run_sim sim_eval_early "$WORK/early/final" early &
-    P2=$!
-    wait $P2
+    SIM_SETTINGS+=("sim_eval_nocogkd|$WORK/mole_nokd/final|star" "sim_eval_random|$WORK/random/final|random"
+      "sim_eval_early|$WORK/early/final|early")
   fi
-  wait $P1
-  run_sim sim_eval_stage1 "$STAGE1" full &
-  P1=$!
-  if [ -n "${STAGE1_FIRST:-}" ]; then run_sim sim_eval_stage1_first "$STAGE1_FIRST" full; fi
-  wait $P1
+  SIM_SETTINGS+=("sim_eval_stage1|$STAGE1|full")
+  if [ -n "${STAGE1_FIRST:-}" ]; then SIM_SETTINGS+=("sim_eval_stage1_first|$STAGE1_FIRST|full"); fi
+  for setting in "${SIM_SETTINGS[@]}"; do
+    IFS='|' read -r name ckpt modes <<< "$setting"
+    # shellcheck disable=SC2086
+    run_sim "$name" "$ckpt" $modes &
+    throttle 2
+  done
+  drain
   tail -n 6 "$WORK"/eval/sim_eval*.txt
   unset OMP_NUM_THREADS
 fi
