@@ -300,6 +300,21 @@ def test_gumbel_noise_perturbs_training_choices_only():
     assert len(evals) == 1
 
 
+def test_gumbel_noise_scaled_to_zero_trains_on_the_inference_choice():
+    torch.manual_seed(0)
+    model = build_model(MoLeVLAConfig.preset("tiny", **{"router.gumbel_noise": True, "router.temporal_dropout": 0.0}))
+    b = batch()
+    text = model.text_batch(b["instructions"])
+    model.eval()
+    with torch.no_grad():
+        inference = model(b["images"], text, active_layers=3).choice.indices
+    model.train()
+    model.router.noise_scale = 0.0
+    assert all(model(b["images"], text, active_layers=3).choice.indices == inference for _ in range(3))
+    model.router.noise_scale = 1.0
+    assert any(model(b["images"], text, active_layers=3).choice.indices != inference for _ in range(3))
+
+
 def test_cached_vision_tokens_give_the_same_loss_as_images():
     model = tiny().eval()  # eval: the router's dropout would otherwise draw from the global RNG
     b = batch()

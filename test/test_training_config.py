@@ -11,7 +11,13 @@ import torch
 
 from mole_vla_ros.training.augment import augment_images
 from mole_vla_ros.training.cli import config_from_args, register
-from mole_vla_ros.training.config import TRAINING_PRESETS, AugmentConfig, TrainingConfig, lr_factor
+from mole_vla_ros.training.config import (
+    TRAINING_PRESETS,
+    AugmentConfig,
+    TrainingConfig,
+    gumbel_noise_scale,
+    lr_factor,
+)
 from mole_vla_ros.training.data import SampleOrder
 from mole_vla_ros.training.trainer import micro_seed
 
@@ -35,6 +41,7 @@ from mole_vla_ros.training.trainer import micro_seed
         ({"stage": "mole", "skip_mode": "mod"}, ["skip_mode", "'mod'", "early"]),
         ({"lr_schedule": "linear"}, ["lr_schedule", "'linear'", "cosine"]),
         ({"min_lr_ratio": 1.5}, ["min_lr_ratio", "1.5"]),
+        ({"gumbel_anneal": 1.5}, ["gumbel_anneal", "[0.0, 1.0]", "1.5"]),
     ],
 )
 def test_bad_values_are_explained(change, words):
@@ -100,6 +107,8 @@ def test_cli_options_map_onto_the_config(tmp_path):
                 "--seed",
                 "5",
                 "--augment",
+                "--gumbel-anneal",
+                "0.5",
                 "--model-override",
                 "llm.num_layers=6",
                 "--model-override",
@@ -109,7 +118,7 @@ def test_cli_options_map_onto_the_config(tmp_path):
     )
     assert (cfg.stage, cfg.cogkd, cfg.steps, cfg.warmup_steps, cfg.seed) == ("mole", False, 12, 7, 5)
     assert (cfg.skip_mode, cfg.kd_form, TrainingConfig.preset("sim-default").kd_form) == ("early", "code", "paper")
-    assert cfg.augment.enabled and cfg.lr == TrainingConfig.preset("sim-default").lr
+    assert cfg.augment.enabled and cfg.lr == TrainingConfig.preset("sim-default").lr and cfg.gumbel_anneal == 0.5
     assert cfg.model_overrides["llm.num_layers"] == 6 and cfg.model_overrides["llm.tokenizer"] == "byte"
     assert cfg.model_overrides["vision.backbone"] == "efficientnet_lite0"  # the preset's overrides are kept
 
@@ -145,3 +154,12 @@ def test_lr_schedules_warm_up_then_hold_or_follow_half_a_cosine():
     assert f[10 + 89 // 2] == pytest.approx(0.55, abs=0.02)  # half way down
     assert all(a >= b for a, b in itertools.pairwise(f[10:]))  # never rises after the warmup
     assert lr_factor(0, TrainingConfig(steps=1, lr_schedule="cosine")) == pytest.approx(1.0)  # one step: no 0/0
+
+
+def test_gumbel_noise_stays_on_or_anneals_to_zero_over_the_given_share_of_the_steps():
+    assert {gumbel_noise_scale(s, TrainingConfig(steps=100)) for s in range(100)} == {1.0}  # Eq. 12 throughout
+    cfg = TrainingConfig(steps=100, gumbel_anneal=0.4)
+    f = [gumbel_noise_scale(s, cfg) for s in range(100)]
+    assert f[0] == 1.0 and f[20] == pytest.approx(0.5) and f[39] == pytest.approx(1 / 40)
+    assert set(f[40:]) == {0.0} and all(a > b for a, b in itertools.pairwise(f[:41]))
+    assert gumbel_noise_scale(0, TrainingConfig(steps=1, gumbel_anneal=1.0)) == 1.0

@@ -159,6 +159,29 @@ def test_router_choices_change_with_stage2_training(dataset, stage1, tmp_path):
     assert meta["extra"]["training"]["stage"] == "mole" and meta["extra"]["training"]["cogkd"] is True
 
 
+def test_annealed_gumbel_noise_trains_the_last_steps_on_the_router_s_own_choice(dataset, stage1, tmp_path):
+    out1, _ = stage1
+    overrides = {"router.gumbel_noise": True, "router.temporal_dropout": 0.0}
+    cfg = tiny(stage="mole", init_from=str(out1 / "final"), steps=4, gumbel_anneal=0.5, model_overrides=overrides)
+    trainer = Trainer(cfg, [dataset], tmp_path, progress=False)
+    router = trainer.model.router
+    seen = []  # per step: (noise scale, the choice trained on, the router's noise-free top-k)
+    choose = router.choose
+
+    def spy(logits, k, mode="star", generator=None):
+        choice = choose(logits, k, mode, generator)
+        seen.append((router.noise_scale, choice.selected_host, logits.detach().topk(k, dim=-1).indices.sort().values))
+        return choice
+
+    router.choose = spy
+    for _ in range(4):
+        trainer.train_step()
+    assert [scale for scale, *_ in seen] == [1.0, 0.5, 0.0, 0.0]
+    trained_on = [sel.nonzero()[:, 1].view(len(sel), -1) for _, sel, _ in seen]
+    assert all(torch.equal(trained_on[s], seen[s][2]) for s in (2, 3))  # noise off: the inference choice
+    assert not torch.equal(trained_on[0], seen[0][2])  # full noise: other sets for some samples
+
+
 def test_stage1_freezes_the_unused_router(dataset, stage1):
     out1, _ = stage1
     trainer = Trainer(tiny(steps=1), [dataset], out1.parent / "s1_router", progress=False)

@@ -81,6 +81,9 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
         self.time_proj = nn.Linear(d1, num_layers, bias=False)
         self.temp_controller = nn.Linear(d1, 1)
         self.temp_bias = nn.Parameter(torch.ones(1))
+        # training only, with cfg.gumbel_noise: the Gumbel noise is multiplied by this (the trainer's annealing
+        # schedule sets it each step; 0 = the noise-free choice the router makes at inference)
+        self.noise_scale = 1.0
         self.reset_parameters()
         # inference on a GPU replays the logits as a CUDA graph per prompt length (cuda_graphs.py): ~20 small kernels
         self.graphs = GraphedFunction(self._logits, "the STAR router")
@@ -141,9 +144,9 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
                 gate = selected.to(probs.dtype) + (probs - probs.detach())
         elif mode == "star":
             scores = probs
-            if self.training and self.cfg.gumbel_noise:
+            if self.training and self.cfg.gumbel_noise and self.noise_scale > 0:
                 g = -torch.log(-torch.log(torch.rand(logits.shape, device=logits.device).clamp(1e-9, 1 - 1e-9)))
-                scores = torch.softmax((logits.float() + g) / self.cfg.gumbel_tau, dim=-1)
+                scores = torch.softmax((logits.float() + self.noise_scale * g) / self.cfg.gumbel_tau, dim=-1)
             top = scores.topk(k, dim=-1).indices
             selected = torch.zeros(b, n, dtype=torch.bool, device=logits.device).scatter_(1, top, True)
             # forward value exactly `selected`, gradient through the (possibly noisy) softmax

@@ -51,6 +51,7 @@ _VALUE_OPTIONS = {
     "kd_form": str,
     "balance_weight": float,
     "ema_decay": float,
+    "gumbel_anneal": float,
     "seed": int,
     "cache_vision_features": str,
     "feature_cache_dtype": str,
@@ -184,6 +185,12 @@ def register(sub) -> None:
         "--kd-form", dest="kd_form", choices=["code", "paper"], help="CogKD as the released code or as the paper"
     )
     p.add_argument("--balance-weight", dest="balance_weight", type=float, help="lambda3 (0.01 as the code; paper 0.1)")
+    p.add_argument(
+        "--gumbel-anneal",
+        dest="gumbel_anneal",
+        type=float,
+        help="STAR with router.gumbel_noise: noise falls linearly to 0 over this fraction of the steps (0 = constant)",
+    )
     p.add_argument("--ema-decay", dest="ema_decay", type=float, help="EMA teacher decay (0.999)")
     p.add_argument("--train-vision", action="store_true", help="train the vision tower too (default: frozen)")
     p.add_argument(

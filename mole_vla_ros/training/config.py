@@ -62,6 +62,15 @@ def lr_factor(step: int, cfg: TrainingConfig) -> float:
     return cfg.min_lr_ratio + (1.0 - cfg.min_lr_ratio) * 0.5 * (1.0 + math.cos(math.pi * progress))
 
 
+def gumbel_noise_scale(step: int, cfg: TrainingConfig) -> float:
+    """Scale of the router's Gumbel noise at optimizer step `step` (models with router.gumbel_noise): 1 throughout
+    when gumbel_anneal is 0 (the paper's Eq. 12); otherwise falling linearly from 1 at step 0 to 0 at
+    gumbel_anneal x steps, and 0 (no noise) after that."""
+    if cfg.gumbel_anneal == 0:
+        return 1.0
+    return max(0.0, 1.0 - step / (cfg.gumbel_anneal * cfg.steps))
+
+
 def _one_of(name: str, value: Any, allowed: tuple[str, ...]) -> None:
     if value not in allowed:
         _fail(f"{name} must be one of {list(allowed)}, got {value!r}.")
@@ -108,6 +117,10 @@ class TrainingConfig:
     kd_form: str | None = None  # None = model config ("code"); "paper": equations 14-17 (see model/cogkd.py)
     balance_weight: float | None = None  # None = model config (0.01, the code's effective lambda3)
     ema_decay: float | None = None  # None = model config (0.999)
+    # STAR training with router.gumbel_noise (no effect otherwise): 0 keeps the noise for the whole run (Eq. 12);
+    # f in (0, 1] lets its scale fall linearly to 0 over the first f of the steps, so the rest trains the layer sets
+    # the router picks at inference (with constant noise most samples train on other sets than the noise-free choice)
+    gumbel_anneal: float = 0.0
     freeze_vision: bool = True  # the paper freezes the towers and trains the projector
     # ---- optimisation (AdamW; by default a constant LR after an optional linear warmup, as the paper's code)
     steps: int = 1000
@@ -164,6 +177,7 @@ class TrainingConfig:
             _number("mse_share", self.mse_share, 0.0, 1.0)
         if self.kd_form is not None:
             _one_of("kd_form", self.kd_form, ("code", "paper"))
+        _number("gumbel_anneal", self.gumbel_anneal, 0.0, 1.0)
         if self.ema_decay is not None and not (isinstance(self.ema_decay, (int, float)) and 0 <= self.ema_decay < 1):
             _fail(f"ema_decay must be in [0, 1), got {self.ema_decay!r}; 0.999 is the paper's value.")
         _positive_int("steps", self.steps)

@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .config import TrainingConfig, lr_factor
+from .config import TrainingConfig, gumbel_noise_scale, lr_factor
 from .data import SampleOrder, SplitData, cached_vision_features, open_split, resolve_dataset
 from .distributed import DistInfo, all_reduce_mean, barrier, cleanup, init_distributed, resolve_device
 from .state import (
@@ -272,6 +272,12 @@ class Trainer:
         model.router.requires_grad_(cfg.stage == "mole" and cfg.skip_mode == "star")
         model.train()
         self.teacher = EMATeacher(model, decay=mc.loss.ema_decay) if cfg.use_teacher else None
+        if cfg.gumbel_anneal and cfg.stage == "mole" and cfg.skip_mode == "star" and not mc.router.gumbel_noise:
+            log.warning(
+                "gumbel_anneal=%s has nothing to anneal: this model's router.gumbel_noise is off (turn it on with "
+                "--model-override router.gumbel_noise=true)",
+                cfg.gumbel_anneal,
+            )
         if cfg.stage == "mole" and not cfg.init_from:
             log.warning(
                 "stage 'mole' without --init-from: the EMA teacher starts from the same random weights as the "
@@ -515,6 +521,7 @@ class Trainer:
         self.optimizer.zero_grad(set_to_none=True)
         sums = torch.zeros(4, dtype=torch.float64)
         usage = torch.zeros(self.model.config.num_layers, dtype=torch.float64)
+        self.model.router.noise_scale = gumbel_noise_scale(self.step, cfg)
         for a in range(cfg.grad_accum):
             micro = a * self.dist.world_size + self.dist.rank
             seed = micro_seed(cfg.seed, self.step, micro)
