@@ -8,8 +8,9 @@
 #   BASELINES=0 bash scripts/train_default_model.sh               # only the checkpoint (no ablation, no baselines)
 #   STEPS1=500 STEPS2=300 bash scripts/train_default_model.sh     # a quick, much weaker run
 #   STEPS1B=1500 bash scripts/train_default_model.sh              # + stage 1b with 200 expert takeovers (~30 min more)
+#   STAR_OPTIONS="--gumbel-anneal 0" bash scripts/train_default_model.sh   # the previous models/default (eval/previous)
 #   STEPS1=3000 STEPS2=1000 STAR_OPTIONS="--model-override router.gumbel_noise=false" \
-#     bash scripts/train_default_model.sh                         # the previous models/default (its eval/previous)
+#     bash scripts/train_default_model.sh                         # the one before it (eval/older)
 #
 # Every stage resumes (--resume auto) and finished stages are skipped, so the script can be re-run after a stop.
 # Measured on this 2-core CPU (MODEL_CARD.md): recording and dataset ~1 min, stage 1 with its vision features ~55 min
@@ -32,7 +33,8 @@ STEPS2=${STEPS2:-2000}           # stage 2 optimizer steps (batch 32), for MoLe 
 # 0 = only the MoLe checkpoint, compared with the stage-1 model
 BASELINES=${BASELINES:-1}
 # extra `mole-vla train` options for the two STAR runs (MoLe and its no-CogKD ablation), e.g.
-# STAR_OPTIONS="--model-override router.gumbel_noise=false" (the preset trains STAR with the paper's Eq. 12 noise)
+# STAR_OPTIONS="--gumbel-anneal 0" (the preset trains STAR with the paper's Eq. 12 noise, annealed to zero over the
+# first half of stage 2; 0 keeps it constant)
 STAR_OPTIONS=${STAR_OPTIONS:-}
 SIM_EPISODES=${SIM_EPISODES:-100} # closed-loop episodes per setting (seeds 5000..; 0 = skip): 30 cannot tell 5 % from 15 %
 EVAL_SAMPLES=${EVAL_SAMPLES:-480} # held-out samples for the offline comparison (fixed random subset)
