@@ -180,6 +180,10 @@ def test_annealed_gumbel_noise_trains_the_last_steps_on_the_router_s_own_choice(
     trained_on = [sel.nonzero()[:, 1].view(len(sel), -1) for _, sel, _ in seen]
     assert all(torch.equal(trained_on[s], seen[s][2]) for s in (2, 3))  # noise off: the inference choice
     assert not torch.equal(trained_on[0], seen[0][2])  # full noise: other sets for some samples
+    # the metrics show the schedule (the scale of each logged step's noise)
+    train(cfg.replace(log_interval=1), [dataset], tmp_path / "run", progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["gumbel_noise_scale"] for r in rows] == [1.0, 0.5, 0.0, 0.0]
 
 
 def test_stage1_freezes_the_unused_router(dataset, stage1):

@@ -309,6 +309,8 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
         self.step = 0
         self.resumed_from = None
+        # STAR trains with the router's Gumbel noise (its scale follows gumbel_anneal; logged with the metrics)
+        self.router_noise = cfg.stage == "mole" and cfg.skip_mode == "star" and mc.router.gumbel_noise
         if resume:
             self._resume(resume)
         n_train = sum(p.numel() for p in params)
@@ -328,6 +330,12 @@ class Trainer:
             self.device,
             " (bf16 autocast)" if self.use_bf16 else "",
         )
+        if self.router_noise:
+            if cfg.gumbel_anneal:
+                end = math.ceil(cfg.gumbel_anneal * cfg.steps)
+                log.info("router Gumbel noise: falls linearly to 0 by step %d of %d, none after", end, cfg.steps)
+            else:
+                log.info("router Gumbel noise: on for all %d steps (Eq. 12)", cfg.steps)
 
     def _apply_overrides_to_checkpoint(self, model) -> None:
         """--model-override on a run that starts from a checkpoint: options that leave the weights' shapes and
@@ -665,6 +673,7 @@ class Trainer:
                         "lr": row["lr"],
                         "samples_per_s": n_window * self.global_batch / max(dt, 1e-9),
                         "layer_usage": row["usage"],
+                        **({"gumbel_noise_scale": self.model.router.noise_scale} if self.router_noise else {}),
                     }
                     if cfg.eval_interval and self.step % cfg.eval_interval == 0:
                         record["val_loss"] = val_loss = self.validation_loss()
