@@ -269,15 +269,12 @@ class Trainer:
         # what trains: vision tower frozen or not; router only in stage "mole"
         model.vision.frozen = cfg.freeze_vision
         model.vision.encoder.requires_grad_(not cfg.freeze_vision)
-        model.router.requires_grad_(cfg.stage == "mole" and cfg.skip_mode == "star")
+        star = cfg.stage == "mole" and cfg.skip_mode == "star"
+        model.router.requires_grad_(star)
+        # STAR trains with the router's Gumbel noise (its scale follows gumbel_anneal; logged with the metrics)
+        self.router_noise = star and mc.router.gumbel_noise
         model.train()
         self.teacher = EMATeacher(model, decay=mc.loss.ema_decay) if cfg.use_teacher else None
-        if cfg.gumbel_anneal and cfg.stage == "mole" and cfg.skip_mode == "star" and not mc.router.gumbel_noise:
-            log.warning(
-                "gumbel_anneal=%s has nothing to anneal: this model's router.gumbel_noise is off (turn it on with "
-                "--model-override router.gumbel_noise=true)",
-                cfg.gumbel_anneal,
-            )
         if cfg.stage == "mole" and not cfg.init_from:
             log.warning(
                 "stage 'mole' without --init-from: the EMA teacher starts from the same random weights as the "
@@ -309,8 +306,6 @@ class Trainer:
         self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer, lambda s: lr_factor(s, cfg))
         self.step = 0
         self.resumed_from = None
-        # STAR trains with the router's Gumbel noise (its scale follows gumbel_anneal; logged with the metrics)
-        self.router_noise = cfg.stage == "mole" and cfg.skip_mode == "star" and mc.router.gumbel_noise
         if resume:
             self._resume(resume)
         n_train = sum(p.numel() for p in params)
@@ -330,12 +325,17 @@ class Trainer:
             self.device,
             " (bf16 autocast)" if self.use_bf16 else "",
         )
-        if self.router_noise:
-            if cfg.gumbel_anneal:
-                end = math.ceil(cfg.gumbel_anneal * cfg.steps)
-                log.info("router Gumbel noise: falls linearly to 0 by step %d of %d, none after", end, cfg.steps)
-            else:
-                log.info("router Gumbel noise: on for all %d steps (Eq. 12)", cfg.steps)
+        if self.router_noise and cfg.gumbel_anneal:
+            end = math.ceil(cfg.gumbel_anneal * cfg.steps)
+            log.info("router Gumbel noise: falls linearly to 0 by step %d of %d, none after", end, cfg.steps)
+        elif self.router_noise:
+            log.info("router Gumbel noise: on for all %d steps (Eq. 12)", cfg.steps)
+        elif star and cfg.gumbel_anneal:
+            log.warning(
+                "gumbel_anneal=%s has nothing to anneal: this model's router.gumbel_noise is off (turn it on with "
+                "--model-override router.gumbel_noise=true)",
+                cfg.gumbel_anneal,
+            )
 
     def _apply_overrides_to_checkpoint(self, model) -> None:
         """--model-override on a run that starts from a checkpoint: options that leave the weights' shapes and
