@@ -331,7 +331,7 @@ def _sim_default() -> TrainingConfig:
         kd_form="paper",
         # STAR's Gumbel noise falls to zero over the first half of stage 2, so the second half trains the layer sets
         # the router runs at inference: held-out error at k = 4 went from +13.6 % to +8.6 % of full depth from the
-        # same stage-1 model, closed loop from 38 to 42/200 (models/default/MODEL_CARD.md)
+        # same stage-1 model, closed loop from 38 to 42/200 (one training seed; three average +12.1 %: MODEL_CARD.md)
         gumbel_anneal=0.5,
         # one thread per process: on a busy 2-core machine two OpenMP threads spin against other processes and
         # ran 25x slower in our measurements; stage 2 and its ablation then train side by side on the two cores
