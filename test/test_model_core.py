@@ -169,6 +169,35 @@ def test_router_gets_gradient_through_the_straight_through_gate():
             assert grad is not None and grad.abs().sum() > 0, f"{form}: no gradient reached router.{name}"
 
 
+@torch.no_grad()
+def test_depth_prior_starts_the_router_at_the_first_layers_and_learned_scores_can_move_it():
+    plain = make_model(sharpen=False)
+    prior = make_model(sharpen=False, **{"router.depth_prior": 4.0})
+    imgs, text = images(3), plain.text_batch(INSTRUCTIONS)
+    a, b = plain(imgs, text, active_layers=2), prior(imgs, text, active_layers=2)
+    ramp = torch.linspace(0.0, -4.0, plain.config.llm.num_layers)
+    torch.testing.assert_close(torch.log(b.choice.probs), torch.log_softmax(torch.log(a.choice.probs) + ramp, -1))
+    assert len(set(a.choice.indices)) > 1 or a.choice.indices[0] != (0, 1)  # the untrained router picks anywhere
+    assert b.choice.indices == [(0, 1)] * 3  # with the prior it starts at early exit's set
+    # learned scores larger than the ramp's steps still move the choice (the prior does not pin it)
+    sharp = make_model(**{"router.depth_prior": 4.0})
+    assert any(c != (0, 1) for c in sharp(imgs, text, active_layers=2).choice.indices)
+
+
+def test_router_margin_is_the_gap_between_the_last_chosen_and_the_first_skipped_layer():
+    router = make_model(sharpen=False).router.eval()
+    choice = router.choose(torch.tensor([[3.0, 0.5, 2.0, 0.0], [0.0, 0.0, 0.1, 1.0]]), 2)
+    assert choice.indices == [(0, 2), (2, 3)]
+    torch.testing.assert_close(choice.margins(), torch.tensor([1.5, 0.1]))
+    assert router.choose(torch.zeros(1, 4), 4).margins() is None  # every layer runs: nothing was decided
+
+
+def test_depth_prior_must_be_finite_and_not_negative():
+    for bad in (-1.0, float("nan"), float("inf")):
+        with pytest.raises(ValueError, match=r"router\.depth_prior must be a finite number >= 0"):
+            MoLeVLAConfig.preset("tiny", **{"router.depth_prior": bad})
+
+
 def test_router_gets_no_gradient_when_it_does_not_choose():
     model = make_model(sharpen=False).train()
     out = model(images(1), model.text_batch(INSTRUCTIONS[:1]), active_layers=3, skip_mode="early")

@@ -8,6 +8,7 @@ something to learn.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -145,6 +146,7 @@ def test_router_choices_change_with_stage2_training(dataset, stage1, tmp_path):
     out1, _ = stage1
     # the paper's lambda3 = 0.1 (the code's effective 0.01 also moves the router, but more slowly)
     cfg = tiny(stage="mole", init_from=str(out1 / "final"), steps=25, lr=3e-3, balance_weight=0.1, kd_form="paper")
+    cfg = cfg.replace(eval_interval=10)
     before = load_file(str(out1 / "final" / "model.safetensors"))
     summary = train(cfg, [dataset], tmp_path, progress=False)
     after = load_file(str(tmp_path / "final" / "model.safetensors"))
@@ -152,6 +154,12 @@ def test_router_choices_change_with_stage2_training(dataset, stage1, tmp_path):
     assert router_keys and any(not torch.equal(before[k], after[k]) for k in router_keys)
     assert all(len(c) == 2 for c in summary.router_probe_final)  # k = 2 of 4
     assert summary.router_probe_final != summary.router_probe_initial
+    # how decided the choice is: the k-th vs (k+1)-th logit gap, reported and flagged when it is a near-tie
+    assert 0 <= summary.router_margin_initial < 0.01 and 0 <= summary.router_margin_final < 0.01  # near-ties
+    assert "router margin" in summary.text() and "near-ties" in summary.text()
+    assert "near-ties" not in dataclasses.replace(summary, router_margin_final=0.5).text()
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in rows if "router_margin" in r] == [10, 20]  # logged with the validation loss
     assert sum(summary.layer_usage) == pytest.approx(2.0)
     meta = json.loads((tmp_path / "final" / "config.json").read_text())
     assert meta["config"]["active_layers"] == 2 and meta["config"]["skip_mode"] == "star"
@@ -228,15 +236,20 @@ def test_stage2_model_overrides_reach_a_checkpoint_only_where_the_weights_allow(
 
     out1, _ = stage1
     overrides = {"image_size": 32, "llm.num_layers": 4, "active_layers": 2}  # the checkpoint's own values
-    overrides.update({"router.gumbel_noise": True, "router.gumbel_tau": 2.0, "llm.hidden_size": 128})
+    overrides.update({"router.gumbel_noise": True, "router.gumbel_tau": 2.0, "router.depth_prior": 3.0})
+    overrides["llm.hidden_size"] = 128
     cfg = tiny(stage="mole", init_from=str(out1 / "final"), steps=2, model_overrides=overrides)
     with caplog.at_level("INFO", logger="mole_vla_ros.training.trainer"):
-        train(cfg, [dataset], tmp_path, progress=False)
+        summary = train(cfg, [dataset], tmp_path, progress=False)
     # a shape the weights fix stays the checkpoint's, with a warning naming it; the router's noise is applied
     assert "llm.hidden_size=128 (the checkpoint has 64)" in caplog.text
     assert "model options changed" in caplog.text and "router.gumbel_noise" in caplog.text
     model, _, _ = load_checkpoint(str(tmp_path / "final"))
     assert model.config.llm.hidden_size == 64 and model.config.router.gumbel_noise
+    assert model.config.router.depth_prior == 3.0  # the router was trained with the prior and keeps it
+    # the ramp (steps of 3 / (4 - 1) = 1 between neighbours) decides the untrained router's choice by a clear margin
+    assert summary.router_probe_initial == [[0, 1]] * len(summary.router_probe_initial)
+    assert summary.router_margin_initial == pytest.approx(1.0, abs=0.05)
     # the router module follows the config it was switched to, not the one it was built with: Gumbel noise (paper
     # Eq. 12) makes the same logits pick different layers from draw to draw, in training only
     router = model.router
@@ -443,6 +456,11 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
         assert 0 <= r["gripper_acc"] <= 1 and r["translation_m"] > 0 and r["samples"] == payload["samples"]
         assert r["repeats"] == 2 and r["translation_m_std"] > 0  # two noise seeds give two different means
     assert (tmp_path / "eval" / "eval.png").stat().st_size > 10_000
+    # STAR rows say how many layer sets the router ran and how decided it was; fixed-set rows have no router
+    star = rows["MoLe (STAR) k=2"]
+    assert 1 <= star["layer_sets"] <= 6 and star["router_margin"] >= 0  # 6 = the 2-of-4 sets
+    assert rows["early exit k=2 (trained)"]["layer_sets"] is None and rows["full depth"]["router_margin"] is None
+    assert f"router of MoLe (STAR) k=2: {star['layer_sets']} distinct" in (tmp_path / "eval" / "eval.txt").read_text()
     assert "instruction_swap" in payload  # None here: the held-out split has one instruction
 
 

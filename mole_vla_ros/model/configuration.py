@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,6 +170,9 @@ class RouterConfig:
     temporal_dropout: float = 0.1  # PyTorch default in the code; only active in train mode
     gumbel_noise: bool = False  # paper Eq. 12; the released code has it commented out
     gumbel_tau: float = 1.0
+    # a fixed ramp added to the logits: layer i gets -depth_prior * i / (N - 1). 0 = the paper's router; > 0 starts
+    # the top-k at the first k layers (the early-exit set) and the learned scores move it where they beat the ramp
+    depth_prior: float = 0.0
     # dynamic temperature input: "text_mean" (pooled valid text tokens; input-dependent) or "bos" (code: a constant)
     temperature_source: str = "text_mean"
     # gradient into the gate: "paper" h = G*y + (1-G)*h (Eq. 7) or "code" h = G*y for active samples
@@ -185,6 +189,10 @@ class RouterConfig:
         )
         _unit_interval("router", "temporal_dropout", self.temporal_dropout)
         _check(self.gumbel_tau > 0, f"router.gumbel_tau must be > 0, got {self.gumbel_tau}.")
+        _check(
+            math.isfinite(self.depth_prior) and self.depth_prior >= 0,
+            f"router.depth_prior must be a finite number >= 0 (0 = no prior), got {self.depth_prior}.",
+        )
         _one_of("router", "temperature_source", self.temperature_source, TEMPERATURE_SOURCES)
         _one_of("router", "ste_form", self.ste_form, STE_FORMS)
 
@@ -381,6 +389,7 @@ class MoLeVLAConfig:
 CHECKPOINT_TUNABLE_OPTIONS = (
     "router.gumbel_noise",
     "router.gumbel_tau",
+    "router.depth_prior",
     "router.ste_form",
     "action_head.cfg_scale",
     "action_head.cfg_dropout",

@@ -5,7 +5,7 @@
     T          temporal_router:  1-layer TransformerEncoder over W_p(text tokens), padding masked, masked mean
                time_proj:        Linear(d1 -> N)                                                         (Eq. 10)
     alpha      temp_controller:  sigmoid(Linear(pooled text) + temp_bias)                                 (Eq. 11)
-    p = softmax(alpha * (S + T) [+ Gumbel noise in training]);  M = top-k(p);  G = M + (p - p.detach())
+    p = softmax(alpha * (S + T) [+ depth prior] [+ Gumbel noise in training]);  M = top-k(p);  G = M + (p - p.detach())
 
 Differences from the released code, on purpose:
 - padding tokens are excluded from the temporal encoder (key padding mask) and from both mean pools, so the choice
@@ -13,6 +13,10 @@ Differences from the released code, on purpose:
 - the temperature reads the pooled text feature instead of the BOS token, which is the same for every input and
   made alpha a learned constant (set temperature_source="bos" for the code's behaviour);
 - G is built as M + (p - p.detach()): its forward value is exactly M (M - p.detach() + p can be off by one ulp).
+
+Added (off by default): router.depth_prior > 0 adds a fixed ramp, 0 for layer 0 down to -depth_prior for layer N-1,
+so that an untrained router picks the first k layers (early exit) and training moves a sample's choice only where
+its learned scores beat the ramp.
 """
 
 from __future__ import annotations
@@ -48,6 +52,14 @@ class RouterChoice:
     k: int
     mode: str
     selected_host: torch.Tensor | None = None
+
+    def margins(self) -> torch.Tensor | None:
+        """[B] how decided the choice is: the logit gap between the k-th and the (k+1)-th layer (log-probabilities
+        differ as the logits do); None when every layer runs. Far below 1, small input changes flip the choice."""
+        if self.k >= self.probs.shape[-1]:
+            return None
+        top = torch.log(self.probs.float()).topk(self.k + 1, dim=-1).values
+        return top[:, -2] - top[:, -1]
 
 
 def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -119,7 +131,14 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
         t = self.time_proj(pooled)
         temp_in = pooled if self.cfg.temperature_source == "text_mean" else pt[:, 0]
         alpha = torch.sigmoid(self.temp_controller(temp_in) + self.temp_bias)
-        return (s + t) * alpha, alpha
+        logits = (s + t) * alpha
+        if self.cfg.depth_prior:
+            logits = logits + self.depth_ramp(logits.device, logits.dtype)
+        return logits, alpha
+
+    def depth_ramp(self, device=None, dtype=None) -> torch.Tensor:
+        """[N] the fixed prior added to the logits: 0 for the first layer down to -cfg.depth_prior for the last."""
+        return torch.linspace(0.0, -float(self.cfg.depth_prior), self.num_layers, device=device, dtype=dtype)
 
     def choose(
         self,

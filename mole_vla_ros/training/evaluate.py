@@ -63,6 +63,10 @@ class MethodResult:
     translation_m_std: float = 0.0
     rotation_rad_std: float = 0.0
     gripper_acc_std: float = 0.0
+    # STAR rows: how many distinct layer sets the router ran over the held-out samples, and its median logit margin
+    # between the k-th and (k+1)-th layer (near 0: near-ties, the choice flips with small input changes)
+    layer_sets: int | None = None
+    router_margin: float | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -156,21 +160,25 @@ def _masked_mean(x: np.ndarray, mask: np.ndarray) -> float:
 
 
 @torch.no_grad()
-def predict_all(model, normalizer, data: HeldOut, skip_mode: str, k: int, batch_size: int, seed: int) -> np.ndarray:
+def predict_all(
+    model, normalizer, data: HeldOut, skip_mode: str, k: int, batch_size: int, seed: int, choices: list | None = None
+) -> np.ndarray:
     """Un-normalized predicted chunks [N, C, D] for every held-out sample. Batch i always draws the same noise
-    (seed + i), so methods differ only in the layers they run."""
+    (seed + i), so methods differ only in the layers they run. `choices`: a list that gets each batch's RouterChoice."""
     out = []
     model.eval()
     for b, start in enumerate(range(0, len(data), batch_size)):
         sl = slice(start, start + batch_size)
         gen = torch.Generator().manual_seed(seed + b)
-        actions, _ = model.predict(
+        actions, choice = model.predict(
             torch.from_numpy(np.ascontiguousarray(data.images[sl])),
             data.instructions[sl],
             active_layers=k,
             skip_mode=skip_mode,
             generator=gen,
         )
+        if choices is not None:
+            choices.append(choice)
         out.append(normalizer.unnormalize(actions.float().cpu().numpy()))
     return np.concatenate(out)
 
@@ -225,9 +233,9 @@ def evaluate_methods(
         k = n_layers if m.skip_mode == "full" else m.active_layers
         if not 1 <= k <= n_layers:
             raise ValueError(f"{m.label}: active_layers must be in 1..{n_layers}, got {k}.")
-        per_seed = []
+        per_seed, choices = [], []
         for r in range(repeats):
-            pred = predict_all(model, normalizer, data, m.skip_mode, k, batch_size, seed + 100_003 * r)
+            pred = predict_all(model, normalizer, data, m.skip_mode, k, batch_size, seed + 100_003 * r, choices)
             trans, angle, grip, mask = chunk_errors(pred, data.actions, data.mask, data.ee_pose, data.action_space)
             first = np.zeros_like(mask)
             first[:, 0] = True
@@ -268,6 +276,7 @@ def evaluate_methods(
                 translation_m_std=float(std[0]),
                 rotation_rad_std=float(std[1]),
                 gripper_acc_std=float(std[2]),
+                **(_router_stats(choices) if m.skip_mode == "star" and k < n_layers else {}),
             )
         )
         log.info("%s: translation %.4f m, rotation %.4f rad", m.label, mean[0], mean[1])
@@ -347,6 +356,14 @@ def standard_methods(
     return methods
 
 
+def _router_stats(choices: list) -> dict:
+    """layer_sets and router_margin of a STAR method from its RouterChoices (the router is noise-free at inference,
+    so every repeat makes the same choice)."""
+    sets = {ix for c in choices for ix in c.indices}
+    margins = torch.cat([c.margins() for c in choices])
+    return {"layer_sets": len(sets), "router_margin": float(margins.median())}
+
+
 def format_table(results: list[MethodResult]) -> str:
     """A plain-text table, errors relative to the first row (full depth) in the last column."""
     ref = results[0].translation_m if results else float("nan")
@@ -363,6 +380,12 @@ def format_table(results: list[MethodResult]) -> str:
             f"{f'{math.degrees(r.rotation_rad):.2f}±{math.degrees(r.rotation_rad_std):.2f}':>13} "
             f"{r.gripper_acc:>9.3f} {r.first_translation_m * 1e3:>10.2f} "
             f"{math.degrees(r.first_rotation_rad):>8.3f} {r.reach_translation_m * 1e3:>10.2f} {rel:>+7.1f}%"
+        )
+    routed = [r for r in results if r.layer_sets is not None]
+    for r in routed:
+        tie = " (near-ties)" if r.router_margin < 0.01 else ""
+        lines.append(
+            f"router of {r.label}: {r.layer_sets} distinct layer sets, median margin {r.router_margin:.3g}{tie}"
         )
     if results:
         lines.append(

@@ -78,6 +78,10 @@ class TrainingSummary:
     precision: str = ""
     strategy: str = ""
     peak_gpu_memory_gib: float | None = None  # this process's peak CUDA allocation (weights, optimizer, activations)
+    # median over the probe samples of the router's logit gap between its k-th and (k+1)-th layer (None at k = N):
+    # how decided STAR's choice is. Far below 1 the choice is a near-tie that small input changes flip
+    router_margin_initial: float | None = None
+    router_margin_final: float | None = None
 
     def text(self) -> str:
         usage = " ".join(f"{u:.2f}" for u in self.layer_usage)
@@ -91,12 +95,22 @@ class TrainingSummary:
             f"  validation diffusion loss: {'n/a' if self.val_loss is None else f'{self.val_loss:.4f}'}",
             f"  layers: k={self.active_layers} of N={self.num_layers}; usage per layer: {usage}",
             f"  router choice changed on {changed}/{len(self.router_probe_final)} probe samples",
+            *self._margin_lines(),
             f"  checkpoint: {self.checkpoint}",
         ]
         if self.device:
             memory = "" if self.peak_gpu_memory_gib is None else f", peak GPU memory {self.peak_gpu_memory_gib:.1f} GiB"
             lines.insert(1, f"  hardware: {self.device}, {self.precision}, {self.strategy or 'single process'}{memory}")
         return "\n".join(lines)
+
+    def _margin_lines(self) -> list[str]:
+        if self.stage != "mole" or self.router_margin_final is None:
+            return []
+        before = "n/a" if self.router_margin_initial is None else f"{self.router_margin_initial:.3g}"
+        line = f"  router margin (k-th vs next layer's logit, median): {before} -> {self.router_margin_final:.3g}"
+        if self.router_margin_final < 0.01:
+            line += " (near-ties: the choice follows tiny score differences, not a clear preference)"
+        return [line]
 
 
 class _LossModule(nn.Module):
@@ -273,6 +287,7 @@ class Trainer:
         model.router.requires_grad_(star)
         # STAR trains with the router's Gumbel noise (its scale follows gumbel_anneal; logged with the metrics)
         self.router_noise = star and mc.router.gumbel_noise
+        self.router_trains = star
         model.train()
         self.teacher = EMATeacher(model, decay=mc.loss.ema_decay) if cfg.use_teacher else None
         if cfg.stage == "mole" and not cfg.init_from:
@@ -614,8 +629,9 @@ class Trainer:
         return float(stats[0] / stats[1]) if stats[1] > 0 else None
 
     @torch.no_grad()
-    def router_probe(self) -> list[list[int]]:
-        """Layers STAR picks (at the run's k) for the fixed probe samples, in eval mode."""
+    def router_probe(self) -> tuple[list[list[int]], float | None]:
+        """(layers STAR picks at the run's k for the fixed probe samples, in eval mode; their median logit margin
+        between the k-th and the (k+1)-th layer, None at k = N)."""
         was = self.model.training
         self.model.eval()
         batch = self._prepare(self.train_data.batch(self.probe), torch.Generator(device=self.device).manual_seed(0))
@@ -626,7 +642,8 @@ class Trainer:
                 images, self.model.text_batch(batch["instructions"]), self.k, "star", vision_tokens=tokens
             )
         self.model.train(was)
-        return [list(ix) for ix in out.choice.indices]
+        margins = out.choice.margins()
+        return [list(ix) for ix in out.choice.indices], None if margins is None else float(margins.median())
 
     # ------------------------------------------------------------------ the loop
     def run(self) -> TrainingSummary:
@@ -677,6 +694,8 @@ class Trainer:
                     }
                     if cfg.eval_interval and self.step % cfg.eval_interval == 0:
                         record["val_loss"] = val_loss = self.validation_loss()
+                        if self.router_trains:
+                            record["router_margin"] = self.router_probe()[1]
                     if main:
                         metrics.write(json.dumps(record) + "\n")
                         metrics.flush()
@@ -685,6 +704,8 @@ class Trainer:
                                 writer.add_scalar(f"train/{k}", record[k], self.step)
                             if record.get("val_loss") is not None:
                                 writer.add_scalar("val/diffusion", record["val_loss"], self.step)
+                            if record.get("router_margin") is not None:
+                                writer.add_scalar("val/router_margin", record["router_margin"], self.step)
                     window, t_window, n_window = {}, time.perf_counter(), 0
                 elif cfg.eval_interval and self.step % cfg.eval_interval == 0:
                     val_loss = self.validation_loss()
@@ -722,6 +743,7 @@ class Trainer:
         return summary
 
     def _summary(self, start_step, seconds, losses, usage_total, val_loss, probe_initial, final_dir):
+        probe_final = self.router_probe()
         n = max(len(losses), 1)
         tail = losses[-max(1, min(len(losses), self.config.log_interval)) :] or [float("nan")]
         last = self._last_components()
@@ -741,8 +763,10 @@ class Trainer:
             active_layers=self.k,
             num_layers=self.model.config.num_layers,
             layer_usage=(usage_total / n).tolist(),
-            router_probe_initial=probe_initial,
-            router_probe_final=self.router_probe(),
+            router_probe_initial=probe_initial[0],
+            router_probe_final=probe_final[0],
+            router_margin_initial=probe_initial[1],
+            router_margin_final=probe_final[1],
             checkpoint=str(final_dir),
             dataset=str(self.dataset_dir),
             world_size=self.dist.world_size,
