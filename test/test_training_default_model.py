@@ -126,3 +126,25 @@ def _assert_rows_match_both_seed_sets(card: str, folder: Path, rows: dict[str, t
             counts.append(result["successes"])
             assert f"| {result['successes']}/{result['episodes']} |" in line, (line, name)
         assert f"| {sum(counts)}/200 |" in line, line
+
+
+def test_balance_loss_study_in_the_card_is_the_files_numbers():
+    """The card's balance-loss table ("Is the router deciding anything?"): per seed, the STAR k=4 translation error,
+    the layer-set count and the closed-loop counts are those of eval/balance0/, not a stale copy."""
+    card = (MODEL / "MODEL_CARD.md").read_text(encoding="utf-8")
+    folder = MODEL / "eval" / "balance0"
+    star = []
+    for seed in (0, 1, 2):
+        rows = json.loads((folder / f"bw0_seed{seed}.json").read_text(encoding="utf-8"))["results"]
+        (row,) = [r for r in rows if r["label"] == "MoLe (STAR) k=4"]
+        assert row["layer_sets"] == 1 and row["router_margin"] > 0.01  # the router decides: one set, no near-tie
+        star.append(row["translation_m"] * 1e3)
+    (line,) = [line for line in card.splitlines() if line.startswith("| STAR + CogKD, balance 0 |")]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert [float(c) for c in cells[1:4]] == [round(x, 2) for x in star]
+    assert float(cells[4]) == round(sum(star) / 3, 2)
+    picks = [
+        json.loads((folder / f"sim_eval_bw0_seed0_s{s}.json").read_text(encoding="utf-8"))[0] for s in (5000, 6000)
+    ]
+    assert [p["successes"] for p in picks] == [19, 14] and all(p["distinct_layer_sets"] == 1 for p in picks)
+    assert "picked 33/200 (19 on seeds 5000-5099, 14 on 6000-6099" in card

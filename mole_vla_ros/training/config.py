@@ -303,7 +303,9 @@ SIM_DEFAULT_MODEL = {
     "router.temporal_ff": 128,
     # the paper's Eq. 12 Gumbel noise on the router logits while training (off at inference): without it this router's
     # probabilities stayed within 0.002 of uniform and its choice flipped between layer sets every other inference in
-    # closed loop; with it the router settles on a set (models/default/MODEL_CARD.md, "Tried after")
+    # closed loop; with it the router settles on a set (models/default/MODEL_CARD.md, "Tried after"). The near-uniform
+    # probabilities come from the balance loss (weight 0.01): the bundled router's margin is 2e-5; with
+    # --balance-weight 0 it learns one fixed set instead (MODEL_CARD.md, "Is the router deciding anything?")
     "router.gumbel_noise": True,
     "action_head.depth": 3,
     "action_head.hidden_size": 128,
