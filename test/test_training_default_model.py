@@ -143,8 +143,16 @@ def test_balance_loss_study_in_the_card_is_the_files_numbers():
     cells = [c.strip() for c in line.strip("|").split("|")]
     assert [float(c) for c in cells[1:4]] == [round(x, 2) for x in star]
     assert float(cells[4]) == round(sum(star) / 3, 2)
-    picks = [
-        json.loads((folder / f"sim_eval_bw0_seed0_s{s}.json").read_text(encoding="utf-8"))[0] for s in (5000, 6000)
-    ]
-    assert [p["successes"] for p in picks] == [19, 14] and all(p["distinct_layer_sets"] == 1 for p in picks)
-    assert "picked 33/200 (19 on seeds 5000-5099, 14 on 6000-6099" in card
+    # closed loop: per training seed "N/200 (seeds 5000-5099 + 6000-6099)", then the seed-0 ablation
+    runs = [f"bw0_seed{seed}" for seed in (0, 1, 2)] + ["bw0_nokd_seed0"]
+    quoted = []
+    for run in runs:
+        picks = [
+            json.loads((folder / f"sim_eval_{run}_s{s}.json").read_text(encoding="utf-8"))[0] for s in (5000, 6000)
+        ]
+        assert all(p["distinct_layer_sets"] == 1 and p["episodes"] == 100 for p in picks)
+        a, b = (p["successes"] for p in picks)
+        quoted.append(f"{a + b}/200 ({a} + {b})")
+    text = " ".join(card.split())
+    assert f"picked {quoted[0]}, {quoted[1]} and {quoted[2]}" in text
+    assert f"without CogKD {quoted[3]}" in text
