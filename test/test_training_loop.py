@@ -407,9 +407,11 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
     mole = tmp_path / "mole"
     train(tiny(stage="mole", init_from=str(out1 / "final"), steps=4), [dataset], mole, progress=False)
     early = tmp_path / "early"
-    train(
+    summary = train(
         tiny(stage="mole", skip_mode="early", init_from=str(out1 / "final"), steps=2), [dataset], early, progress=False
     )
+    # a baseline does not train the router: no margin to report (an untrained router's would read as near-ties)
+    assert summary.router_margin_final is None and "router margin" not in summary.text()
     assert json.loads((early / "final" / "config.json").read_text())["config"]["skip_mode"] == "early"
     rc = main(
         [

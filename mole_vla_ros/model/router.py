@@ -29,6 +29,9 @@ from torch import nn
 from .configuration import SKIP_MODES, RouterConfig
 from .cuda_graphs import DropsGraphsWhenMoved, GraphedFunction
 
+# a margin (RouterChoice.margins) below this is a near-tie: the set follows tiny score differences, not a preference
+NEAR_TIE_MARGIN = 0.01
+
 
 @dataclass
 class RouterChoice:

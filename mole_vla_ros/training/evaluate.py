@@ -235,7 +235,9 @@ def evaluate_methods(
             raise ValueError(f"{m.label}: active_layers must be in 1..{n_layers}, got {k}.")
         per_seed, choices = [], []
         for r in range(repeats):
-            pred = predict_all(model, normalizer, data, m.skip_mode, k, batch_size, seed + 100_003 * r, choices)
+            # the router is noise-free at inference: every repeat makes the same choice, so the first one's suffice
+            record = choices if r == 0 else None
+            pred = predict_all(model, normalizer, data, m.skip_mode, k, batch_size, seed + 100_003 * r, record)
             trans, angle, grip, mask = chunk_errors(pred, data.actions, data.mask, data.ee_pose, data.action_space)
             first = np.zeros_like(mask)
             first[:, 0] = True
@@ -357,8 +359,7 @@ def standard_methods(
 
 
 def _router_stats(choices: list) -> dict:
-    """layer_sets and router_margin of a STAR method from its RouterChoices (the router is noise-free at inference,
-    so every repeat makes the same choice)."""
+    """layer_sets and router_margin of a STAR method from its RouterChoices over the held-out samples."""
     sets = {ix for c in choices for ix in c.indices}
     margins = torch.cat([c.margins() for c in choices])
     return {"layer_sets": len(sets), "router_margin": float(margins.median())}
@@ -381,9 +382,10 @@ def format_table(results: list[MethodResult]) -> str:
             f"{r.gripper_acc:>9.3f} {r.first_translation_m * 1e3:>10.2f} "
             f"{math.degrees(r.first_rotation_rad):>8.3f} {r.reach_translation_m * 1e3:>10.2f} {rel:>+7.1f}%"
         )
-    routed = [r for r in results if r.layer_sets is not None]
-    for r in routed:
-        tie = " (near-ties)" if r.router_margin < 0.01 else ""
+    from mole_vla_ros.model.router import NEAR_TIE_MARGIN
+
+    for r in (r for r in results if r.layer_sets is not None):
+        tie = " (near-ties)" if r.router_margin < NEAR_TIE_MARGIN else ""
         lines.append(
             f"router of {r.label}: {r.layer_sets} distinct layer sets, median margin {r.router_margin:.3g}{tie}"
         )

@@ -78,8 +78,8 @@ class TrainingSummary:
     precision: str = ""
     strategy: str = ""
     peak_gpu_memory_gib: float | None = None  # this process's peak CUDA allocation (weights, optimizer, activations)
-    # median over the probe samples of the router's logit gap between its k-th and (k+1)-th layer (None at k = N):
-    # how decided STAR's choice is. Far below 1 the choice is a near-tie that small input changes flip
+    # median over the probe samples of the router's logit gap between its k-th and (k+1)-th layer, for runs that
+    # train the router (None otherwise): how decided STAR's choice is. Far below 1 it is a near-tie
     router_margin_initial: float | None = None
     router_margin_final: float | None = None
 
@@ -104,11 +104,13 @@ class TrainingSummary:
         return "\n".join(lines)
 
     def _margin_lines(self) -> list[str]:
-        if self.stage != "mole" or self.router_margin_final is None:
+        from mole_vla_ros.model.router import NEAR_TIE_MARGIN
+
+        if self.router_margin_final is None:  # full depth, or a baseline that does not train the router
             return []
         before = "n/a" if self.router_margin_initial is None else f"{self.router_margin_initial:.3g}"
         line = f"  router margin (k-th vs next layer's logit, median): {before} -> {self.router_margin_final:.3g}"
-        if self.router_margin_final < 0.01:
+        if self.router_margin_final < NEAR_TIE_MARGIN:
             line += " (near-ties: the choice follows tiny score differences, not a clear preference)"
         return [line]
 
@@ -765,8 +767,8 @@ class Trainer:
             layer_usage=(usage_total / n).tolist(),
             router_probe_initial=probe_initial[0],
             router_probe_final=probe_final[0],
-            router_margin_initial=probe_initial[1],
-            router_margin_final=probe_final[1],
+            router_margin_initial=probe_initial[1] if self.router_trains else None,
+            router_margin_final=probe_final[1] if self.router_trains else None,
             checkpoint=str(final_dir),
             dataset=str(self.dataset_dir),
             world_size=self.dist.world_size,
