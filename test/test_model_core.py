@@ -192,6 +192,20 @@ def test_router_margin_is_the_gap_between_the_last_chosen_and_the_first_skipped_
     assert router.choose(torch.zeros(1, 4), 4).margins() is None  # every layer runs: nothing was decided
 
 
+def test_evaluate_router_stats_count_sets_over_samples_most_used_first():
+    from mole_vla_ros.training.evaluate import _router_stats
+
+    router = make_model(sharpen=False).router.eval()
+    batches = [
+        router.choose(torch.tensor([[3.0, 0.5, 2.0, 0.0], [3.0, 0.0, 2.5, 0.0], [0.0, 0.0, 0.1, 1.0]]), 2),
+        router.choose(torch.tensor([[1.0, 0.0, 2.0, 0.0], [0.0, 2.0, 0.0, 1.0]]), 2),
+    ]
+    stats = _router_stats(batches, top=2)
+    assert stats["layer_sets"] == 3  # (0, 2) x3, (2, 3) x1, (1, 3) x1
+    assert stats["top_layer_sets"][0] == [[0, 2], 0.6] and stats["top_layer_sets"][1][1] == 0.2
+    assert stats["router_margin"] == pytest.approx(1.0)  # median of 1.5, 0.5, 0.1, 1.0, 1.0
+
+
 def test_depth_prior_must_be_finite_and_not_negative():
     for bad in (-1.0, float("nan"), float("inf")):
         with pytest.raises(ValueError, match=r"router\.depth_prior must be a finite number >= 0"):

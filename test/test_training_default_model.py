@@ -156,3 +156,47 @@ def test_balance_loss_study_in_the_card_is_the_files_numbers():
     text = " ".join(card.split())
     assert f"picked {quoted[0]}, {quoted[1]} and {quoted[2]}" in text
     assert f"without CogKD {quoted[3]}" in text
+
+
+def test_depth_prior_study_in_the_card_is_the_files_numbers():
+    """The card's depth-prior table ("A depth prior"): each row's k=4 translation error, its change against full
+    depth, the router's set count and the closed-loop counts (seeds 5000 + 6000) are those of the files it names."""
+    card = (MODEL / "MODEL_CARD.md").read_text(encoding="utf-8")
+    ev = MODEL / "eval"
+
+    def star_row(path: Path, label: str) -> tuple[dict, float]:
+        rows = json.loads(path.read_text(encoding="utf-8"))["results"]
+        (full,) = [r for r in rows if r["label"] == "full depth"]
+        (row,) = [r for r in rows if r["label"] == label]
+        return row, full["translation_m"]
+
+    def successes(path: Path, mode: str) -> int:
+        (result,) = [r for r in json.loads(path.read_text(encoding="utf-8")) if r["skip_mode"] == mode]
+        assert result["episodes"] == 100
+        return result["successes"]
+
+    star = "MoLe (STAR) k=4"
+    rows = {  # card row -> (offline eval file, its row, closed-loop files for seeds 5000 and 6000, skip mode)
+        "| prior 2, balance 0.01 |": (ev / "depth_prior/dp2_s0.json", star, "depth_prior/sim_eval_dp2_s0_s{}.json"),
+        "| prior 2, balance 0 |": (ev / "depth_prior/dp2bw0_s0.json", star, "depth_prior/sim_eval_dp2bw0_s0_s{}.json"),
+        "| no prior, balance 0.01 (this checkpoint) |": (ev / "eval.json", star, ("sim_eval.json", "s6000_mole.json")),
+        "| no prior, balance 0 |": (ev / "balance0/bw0_seed0.json", star, "balance0/sim_eval_bw0_seed0_s{}.json"),
+        "| early exit, trained |": (
+            ev / "eval.json",
+            "early exit k=4 (trained)",
+            ("sim_eval_early.json", "s6000_early.json"),
+        ),
+    }
+    for start, (offline, label, sims) in rows.items():
+        (line,) = [line for line in card.splitlines() if line.startswith(start) and "/200 (" in line]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        row, full = star_row(offline, label)
+        assert float(cells[1]) == round(row["translation_m"] * 1e3, 2), line
+        assert cells[2] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %", line
+        if row.get("layer_sets") is not None:  # eval.json predates the count (bundled_router.txt has it)
+            sets = row["layer_sets"]
+            assert cells[3].startswith("one set" if sets == 1 else f"{sets} sets"), line
+        names = [sims.format(s) for s in (5000, 6000)] if isinstance(sims, str) else sims
+        mode = "early" if "early" in label else "star"
+        a, b = (successes(ev / name, mode) for name in names)
+        assert cells[5] == f"{a + b}/200 ({a} + {b})", line

@@ -250,6 +250,15 @@ def test_stage2_model_overrides_reach_a_checkpoint_only_where_the_weights_allow(
     # the ramp (steps of 3 / (4 - 1) = 1 between neighbours) decides the untrained router's choice by a clear margin
     assert summary.router_probe_initial == [[0, 1]] * len(summary.router_probe_initial)
     assert summary.router_margin_initial == pytest.approx(1.0, abs=0.05)
+    # the balance loss (on by default) pushes down the layers that run, the prior's: the run says so
+    assert "use --balance-weight 0 with the prior" in caplog.text
+    caplog.clear()
+    no_balance = tiny(
+        stage="mole", init_from=str(out1 / "final"), steps=1, model_overrides=overrides, balance_weight=0.0
+    )
+    with caplog.at_level("INFO", logger="mole_vla_ros.training.trainer"):
+        train(no_balance, [dataset], tmp_path / "no_balance", progress=False)
+    assert "model options changed" in caplog.text and "with the prior" not in caplog.text
     # the router module follows the config it was switched to, not the one it was built with: Gumbel noise (paper
     # Eq. 12) makes the same logits pick different layers from draw to draw, in training only
     router = model.router
@@ -463,6 +472,15 @@ def test_evaluate_compares_methods_and_plots(dataset, stage1, tmp_path):
     assert 1 <= star["layer_sets"] <= 6 and star["router_margin"] >= 0  # 6 = the 2-of-4 sets
     assert rows["early exit k=2 (trained)"]["layer_sets"] is None and rows["full depth"]["router_margin"] is None
     assert f"router of MoLe (STAR) k=2: {star['layer_sets']} distinct" in (tmp_path / "eval" / "eval.txt").read_text()
+    # ... and which sets it ran most: the fractions are of the held-out samples, most used first
+    top = star["top_layer_sets"]
+    assert 1 <= len(top) <= min(3, star["layer_sets"]) and all(len(ix) == 2 and ix == sorted(ix) for ix, _ in top)
+    fractions = [f for _, f in top]
+    assert fractions == sorted(fractions, reverse=True) and 0 < sum(fractions) <= 1 + 1e-9
+    assert (sum(fractions) == pytest.approx(1)) == (star["layer_sets"] <= 3)
+    used = f"{','.join(map(str, top[0][0]))} {top[0][1]:.0%}"
+    assert f"most used: {used}" in (tmp_path / "eval" / "eval.txt").read_text()
+    assert rows["early exit k=2 (trained)"]["top_layer_sets"] is None
     assert "instruction_swap" in payload  # None here: the held-out split has one instruction
 
 

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import math
+from collections import Counter
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -67,6 +68,8 @@ class MethodResult:
     # between the k-th and (k+1)-th layer (near 0: near-ties, the choice flips with small input changes)
     layer_sets: int | None = None
     router_margin: float | None = None
+    # the most used of those sets, most used first: [[layers...], fraction of the held-out samples] (at most 3)
+    top_layer_sets: list | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -358,11 +361,17 @@ def standard_methods(
     return methods
 
 
-def _router_stats(choices: list) -> dict:
-    """layer_sets and router_margin of a STAR method from its RouterChoices over the held-out samples."""
-    sets = {ix for c in choices for ix in c.indices}
+def _router_stats(choices: list, top: int = 3) -> dict:
+    """layer_sets, router_margin and top_layer_sets of a STAR method from its RouterChoices over the held-out
+    samples."""
+    counts = Counter(ix for c in choices for ix in c.indices)
+    total = sum(counts.values())
     margins = torch.cat([c.margins() for c in choices])
-    return {"layer_sets": len(sets), "router_margin": float(margins.median())}
+    return {
+        "layer_sets": len(counts),
+        "router_margin": float(margins.median()),
+        "top_layer_sets": [[list(ix), n / total] for ix, n in counts.most_common(top)],
+    }
 
 
 def format_table(results: list[MethodResult]) -> str:
@@ -386,8 +395,10 @@ def format_table(results: list[MethodResult]) -> str:
 
     for r in (r for r in results if r.layer_sets is not None):
         tie = " (near-ties)" if r.router_margin < NEAR_TIE_MARGIN else ""
+        used = "; ".join(f"{','.join(map(str, ix))} {frac:.0%}" for ix, frac in r.top_layer_sets or [])
         lines.append(
             f"router of {r.label}: {r.layer_sets} distinct layer sets, median margin {r.router_margin:.3g}{tie}"
+            + (f"; most used: {used}" if used else "")
         )
     if results:
         lines.append(

@@ -353,6 +353,16 @@ class Trainer:
                 "--model-override router.gumbel_noise=true)",
                 cfg.gumbel_anneal,
             )
+        if self.router_trains and mc.router.depth_prior and mc.loss.balance_weight:
+            # the balance loss, mean(M * p), lowers the probability of whatever layers run: under a prior those are
+            # the first k, so it works against the prior itself
+            log.warning(
+                "router.depth_prior=%g with balance weight %g: the balance loss pushes down the layers the router "
+                "runs, the prior's first layers, and in the depth-prior study it turned the choice to the last "
+                "layers (models/default/MODEL_CARD.md, 'A depth prior'); use --balance-weight 0 with the prior",
+                mc.router.depth_prior,
+                mc.loss.balance_weight,
+            )
 
     def _apply_overrides_to_checkpoint(self, model) -> None:
         """--model-override on a run that starts from a checkpoint: options that leave the weights' shapes and
