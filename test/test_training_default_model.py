@@ -200,3 +200,13 @@ def test_depth_prior_study_in_the_card_is_the_files_numbers():
         mode = "early" if "early" in label else "star"
         a, b = (successes(ev / name, mode) for name in names)
         assert cells[5] == f"{a + b}/200 ({a} + {b})", line
+    # the second training seed of the prior without the balance loss, quoted in the text under the table
+    row, full = star_row(ev / "depth_prior/dp2bw0_s1.json", star)
+    assert row["layer_sets"] == 1 and row["top_layer_sets"][0][0] == [1, 2, 3, 4]
+    a, b = (successes(ev / f"depth_prior/sim_eval_dp2bw0_s1_s{s}.json", "star") for s in (5000, 6000))
+    text = " ".join(card.split())
+    trans = row["translation_m"] * 1e3
+    assert f"{trans:.2f} mm ({(row['translation_m'] / full - 1) * 100:+.1f} %;" in text
+    assert f"{a + b}/200 ({a} + {b}) in closed loop" in text
+    seed0, _ = star_row(ev / "depth_prior/dp2bw0_s0.json", star)
+    assert f"Over the two seeds: {(trans + seed0['translation_m'] * 1e3) / 2:.2f} mm offline" in text
