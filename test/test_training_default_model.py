@@ -116,16 +116,25 @@ def _assert_rows_match_both_seed_sets(card: str, folder: Path, rows: dict[str, t
     of its seeds-6000 file, its seeds-5000 file (the row of `mode`, or the file's only row) and both pooled."""
     for row, (tuning, reported, mode) in rows.items():
         (line,) = [line.strip() for line in card.splitlines() if line.strip().startswith(row) and "/200 |" in line]
-        counts = []
-        for name in (tuning, reported):
-            (result,) = [
-                r
-                for r in json.loads((folder / name).read_text(encoding="utf-8"))
-                if mode is None or r["skip_mode"] == mode
-            ]
-            counts.append(result["successes"])
-            assert f"| {result['successes']}/{result['episodes']} |" in line, (line, name)
+        counts = [_sim_successes(folder / name, mode) for name in (tuning, reported)]
+        for count, name in zip(counts, (tuning, reported)):
+            assert f"| {count}/100 |" in line, (line, name)
         assert f"| {sum(counts)}/200 |" in line, line
+
+
+def _sim_successes(path: Path, mode: str | None = None) -> int:
+    """Successes of the 100-episode `mole-vla sim eval` result for skip `mode` in a --json file (None: its only one)."""
+    (result,) = [r for r in json.loads(path.read_text(encoding="utf-8")) if mode is None or r["skip_mode"] == mode]
+    assert result["episodes"] == 100, path
+    return result["successes"]
+
+
+def _eval_row(path: Path, label: str) -> tuple[dict, float]:
+    """(the row `label`, the full-depth row's translation error) of a `mole-vla evaluate` eval.json."""
+    rows = json.loads(path.read_text(encoding="utf-8"))["results"]
+    (full,) = [r for r in rows if r["label"] == "full depth"]
+    (row,) = [r for r in rows if r["label"] == label]
+    return row, full["translation_m"]
 
 
 def test_balance_loss_study_in_the_card_is_the_files_numbers():
@@ -135,8 +144,7 @@ def test_balance_loss_study_in_the_card_is_the_files_numbers():
     folder = MODEL / "eval" / "balance0"
     star = []
     for seed in (0, 1, 2):
-        rows = json.loads((folder / f"bw0_seed{seed}.json").read_text(encoding="utf-8"))["results"]
-        (row,) = [r for r in rows if r["label"] == "MoLe (STAR) k=4"]
+        row, _ = _eval_row(folder / f"bw0_seed{seed}.json", "MoLe (STAR) k=4")
         assert row["layer_sets"] == 1 and row["router_margin"] > 0.01  # the router decides: one set, no near-tie
         star.append(row["translation_m"] * 1e3)
     (line,) = [line for line in card.splitlines() if line.startswith("| STAR + CogKD, balance 0 |")]
@@ -147,11 +155,9 @@ def test_balance_loss_study_in_the_card_is_the_files_numbers():
     runs = [f"bw0_seed{seed}" for seed in (0, 1, 2)] + ["bw0_nokd_seed0"]
     quoted = []
     for run in runs:
-        picks = [
-            json.loads((folder / f"sim_eval_{run}_s{s}.json").read_text(encoding="utf-8"))[0] for s in (5000, 6000)
-        ]
-        assert all(p["distinct_layer_sets"] == 1 and p["episodes"] == 100 for p in picks)
-        a, b = (p["successes"] for p in picks)
+        paths = [folder / f"sim_eval_{run}_s{s}.json" for s in (5000, 6000)]
+        assert all(json.loads(p.read_text(encoding="utf-8"))[0]["distinct_layer_sets"] == 1 for p in paths)
+        a, b = (_sim_successes(p) for p in paths)
         quoted.append(f"{a + b}/200 ({a} + {b})")
     text = " ".join(card.split())
     assert f"picked {quoted[0]}, {quoted[1]} and {quoted[2]}" in text
@@ -164,19 +170,8 @@ def test_depth_prior_study_in_the_card_is_the_files_numbers():
     card = (MODEL / "MODEL_CARD.md").read_text(encoding="utf-8")
     ev = MODEL / "eval"
 
-    def star_row(path: Path, label: str) -> tuple[dict, float]:
-        rows = json.loads(path.read_text(encoding="utf-8"))["results"]
-        (full,) = [r for r in rows if r["label"] == "full depth"]
-        (row,) = [r for r in rows if r["label"] == label]
-        return row, full["translation_m"]
-
-    def successes(path: Path, mode: str) -> int:
-        (result,) = [r for r in json.loads(path.read_text(encoding="utf-8")) if r["skip_mode"] == mode]
-        assert result["episodes"] == 100
-        return result["successes"]
-
     star = "MoLe (STAR) k=4"
-    rows = {  # card row -> (offline eval file, its row, closed-loop files for seeds 5000 and 6000, skip mode)
+    rows = {  # card row -> (offline eval file, its row, closed-loop files for seeds 5000 and 6000)
         "| prior 2, balance 0.01 |": (ev / "depth_prior/dp2_s0.json", star, "depth_prior/sim_eval_dp2_s0_s{}.json"),
         "| prior 2, balance 0 |": (ev / "depth_prior/dp2bw0_s0.json", star, "depth_prior/sim_eval_dp2bw0_s0_s{}.json"),
         "| no prior, balance 0.01 (this checkpoint) |": (ev / "eval.json", star, ("sim_eval.json", "s6000_mole.json")),
@@ -190,7 +185,7 @@ def test_depth_prior_study_in_the_card_is_the_files_numbers():
     for start, (offline, label, sims) in rows.items():
         (line,) = [line for line in card.splitlines() if line.startswith(start) and "/200 (" in line]
         cells = [c.strip() for c in line.strip("|").split("|")]
-        row, full = star_row(offline, label)
+        row, full = _eval_row(offline, label)
         assert float(cells[1]) == round(row["translation_m"] * 1e3, 2), line
         assert cells[2] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %", line
         if row.get("layer_sets") is not None:  # eval.json predates the count (bundled_router.txt has it)
@@ -198,15 +193,15 @@ def test_depth_prior_study_in_the_card_is_the_files_numbers():
             assert cells[3].startswith("one set" if sets == 1 else f"{sets} sets"), line
         names = [sims.format(s) for s in (5000, 6000)] if isinstance(sims, str) else sims
         mode = "early" if "early" in label else "star"
-        a, b = (successes(ev / name, mode) for name in names)
+        a, b = (_sim_successes(ev / name, mode) for name in names)
         assert cells[5] == f"{a + b}/200 ({a} + {b})", line
     # the second training seed of the prior without the balance loss, quoted in the text under the table
-    row, full = star_row(ev / "depth_prior/dp2bw0_s1.json", star)
+    row, full = _eval_row(ev / "depth_prior/dp2bw0_s1.json", star)
     assert row["layer_sets"] == 1 and row["top_layer_sets"][0][0] == [1, 2, 3, 4]
-    a, b = (successes(ev / f"depth_prior/sim_eval_dp2bw0_s1_s{s}.json", "star") for s in (5000, 6000))
+    a, b = (_sim_successes(ev / f"depth_prior/sim_eval_dp2bw0_s1_s{s}.json", "star") for s in (5000, 6000))
     text = " ".join(card.split())
     trans = row["translation_m"] * 1e3
     assert f"{trans:.2f} mm ({(row['translation_m'] / full - 1) * 100:+.1f} %;" in text
     assert f"{a + b}/200 ({a} + {b}) in closed loop" in text
-    seed0, _ = star_row(ev / "depth_prior/dp2bw0_s0.json", star)
+    seed0, _ = _eval_row(ev / "depth_prior/dp2bw0_s0.json", star)
     assert f"Over the two seeds: {(trans + seed0['translation_m'] * 1e3) / 2:.2f} mm offline" in text

@@ -172,6 +172,8 @@ class RouterConfig:
     gumbel_tau: float = 1.0
     # a fixed ramp added to the logits: layer i gets -depth_prior * i / (N - 1). 0 = the paper's router; > 0 starts
     # the top-k at the first k layers (the early-exit set) and the learned scores move it where they beat the ramp
+    # (train it with loss.balance_weight 0: the balance loss pushes down the layers that run, the prior's, and turned
+    # the choice to the last layers in models/default/MODEL_CARD.md, "A depth prior"; the trainer warns)
     depth_prior: float = 0.0
     # dynamic temperature input: "text_mean" (pooled valid text tokens; input-dependent) or "bos" (code: a constant)
     temperature_source: str = "text_mean"
