@@ -506,6 +506,55 @@ def test_instruction_swap_measures_whether_the_policy_listens(dataset, stage1):
         assert instruction_sensitivity(str(out1 / "final"), single, 4, "full") is None
 
 
+def test_evaluate_breaks_the_error_and_the_route_down_by_instruction(dataset, stage1):
+    """With several tasks in the data, a user asks which task a skip mode hurts and whether the router routes by
+    task: each row carries its error per instruction, and STAR rows each instruction's most used layer set."""
+    from mole_vla_ros.model.checkpoint import load_checkpoint
+    from mole_vla_ros.training.evaluate import (
+        Method,
+        chunk_errors,
+        evaluate_methods,
+        format_table,
+        load_held_out,
+        predict_all,
+    )
+
+    out1, _ = stage1
+    ck = str(out1 / "final")
+    data = load_held_out(dataset, "train", max_samples=24)
+    methods = [Method("full depth", ck, "full", 4), Method("STAR", ck, "star", 2), Method("early", ck, "early", 2)]
+    full, star, early = evaluate_methods(methods, data, batch_size=8, progress=False)
+    texts = ["move left", "move right"]
+    assert list(full.translation_by_instruction) == texts
+    # each instruction's error is the mean over its own samples' valid steps (same noise as the overall one)
+    model, normalizer, _ = load_checkpoint(ck)
+    choices = []
+    pred = predict_all(model, normalizer, data, "star", 2, 8, 0, choices)
+    trans, _, _, mask = chunk_errors(pred, data.actions, data.mask, data.ee_pose, data.action_space)
+    for t in texts:
+        rows = np.asarray(data.instructions) == t
+        assert star.translation_by_instruction[t] == pytest.approx(trans[rows][mask[rows]].mean(), rel=1e-6)
+    assert min(star.translation_by_instruction.values()) <= star.translation_m
+    assert star.translation_m <= max(star.translation_by_instruction.values())
+    # the route: each instruction's most used set and its share of that instruction's samples
+    sets = [ix for c in choices for ix in c.indices]
+    for t in texts:
+        mine = [ix for ix, text in zip(sets, data.instructions) if text == t]
+        ix, share = star.layer_set_by_instruction[t]
+        assert share == mine.count(tuple(ix)) / len(mine) and all(mine.count(s) <= mine.count(tuple(ix)) for s in mine)
+    assert full.layer_set_by_instruction is None and early.layer_set_by_instruction is None  # no router ran
+    table = format_table([full, star, early])
+    assert "translation (mm) by instruction: [1] 'move left'; [2] 'move right'" in table
+    ix, share = star.layer_set_by_instruction["move right"]
+    (row,) = [line for line in table.splitlines() if line.startswith("  STAR ")]
+    assert f"[2] {','.join(map(str, ix))} {share:.0%}" in row and "layers:" in row
+    # one instruction: nothing to break down
+    one = dataclasses.replace(data, instructions=["move left"] * len(data))
+    (alone,) = evaluate_methods(methods[1:2], one, batch_size=8, progress=False)
+    assert alone.translation_by_instruction is None and alone.layer_set_by_instruction is None
+    assert "by instruction" not in format_table([alone])
+
+
 def test_reach_phase_is_everything_before_the_first_closing_chunk():
     from mole_vla_ros.training.evaluate import reach_phase
 

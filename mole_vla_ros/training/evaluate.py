@@ -12,6 +12,8 @@ the predicted and demonstrated chunks are decoded from the sample's end-effector
                     to find the object the instruction names (closed-loop success hinges on it)
     gflops          analytic compute of one prediction (model/flops.py: vision + projector + router + k layers +
                     DDIM action head), at the evaluated k
+    *_by_instruction  on data with several instructions: translation per instruction, and each instruction's most
+                    used layer set for STAR rows (does the router route by task?)
 
 The methods of the paper's Table 1 and its ablation at the small scale:
     full depth (k = N) | MoLe (STAR) at k | random skip at k | early exit (first k layers) | MoLe without CogKD at k
@@ -70,6 +72,11 @@ class MethodResult:
     router_margin: float | None = None
     # the most used of those sets, most used first: [[layers...], fraction of the held-out samples] (at most 3)
     top_layer_sets: list | None = None
+    # data with several instructions: translation_m per instruction (mean over the noise seeds), and for STAR rows
+    # each instruction's most used layer set [[layers...], fraction of that instruction's samples]; does the router
+    # route by task?
+    translation_by_instruction: dict | None = None
+    layer_set_by_instruction: dict | None = None
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -236,7 +243,9 @@ def evaluate_methods(
         k = n_layers if m.skip_mode == "full" else m.active_layers
         if not 1 <= k <= n_layers:
             raise ValueError(f"{m.label}: active_layers must be in 1..{n_layers}, got {k}.")
-        per_seed, choices = [], []
+        per_seed, per_text, choices = [], [], []
+        texts = sorted(set(data.instructions))
+        of_text = np.asarray([texts.index(t) for t in data.instructions])
         for r in range(repeats):
             # the router is noise-free at inference: every repeat makes the same choice, so the first one's suffice
             record = choices if r == 0 else None
@@ -245,6 +254,7 @@ def evaluate_methods(
             first = np.zeros_like(mask)
             first[:, 0] = True
             reach = mask & data.reach[:, None]
+            per_text.append([_masked_mean(trans, mask & (of_text == i)[:, None]) for i in range(len(texts))])
             per_seed.append(
                 [
                     _masked_mean(trans, mask),
@@ -256,6 +266,7 @@ def evaluate_methods(
                     _masked_mean(trans, reach),
                 ]
             )
+        routed = m.skip_mode == "star" and k < n_layers
         stats = np.asarray(per_seed)
         mean, std = stats.mean(0), stats.std(0)
         gf, llm_gf = prediction_gflops(model.config, data.instructions[0], model.tokenizer, k)
@@ -281,7 +292,12 @@ def evaluate_methods(
                 translation_m_std=float(std[0]),
                 rotation_rad_std=float(std[1]),
                 gripper_acc_std=float(std[2]),
-                **(_router_stats(choices) if m.skip_mode == "star" and k < n_layers else {}),
+                **(_router_stats(choices) if routed else {}),
+                **(
+                    _by_instruction(texts, np.mean(per_text, 0), choices if routed else [], data.instructions)
+                    if len(texts) > 1
+                    else {}
+                ),
             )
         )
         log.info("%s: translation %.4f m, rotation %.4f rad", m.label, mean[0], mean[1])
@@ -374,6 +390,20 @@ def _router_stats(choices: list, top: int = 3) -> dict:
     }
 
 
+def _by_instruction(texts: list[str], translation: np.ndarray, choices: list, instructions: list[str]) -> dict:
+    """translation_by_instruction, and layer_set_by_instruction when `choices` (a STAR row's RouterChoices, in
+    sample order) are given."""
+    out = {"translation_by_instruction": {t: float(e) for t, e in zip(texts, translation)}}
+    if choices:
+        sets = [ix for c in choices for ix in c.indices]
+        out["layer_set_by_instruction"] = {}
+        for t in texts:
+            counts = Counter(ix for ix, text in zip(sets, instructions) if text == t)
+            ix, n = counts.most_common(1)[0]
+            out["layer_set_by_instruction"][t] = [list(ix), n / sum(counts.values())]
+    return out
+
+
 def format_table(results: list[MethodResult]) -> str:
     """A plain-text table, errors relative to the first row (full depth) in the last column."""
     ref = results[0].translation_m if results else float("nan")
@@ -400,6 +430,19 @@ def format_table(results: list[MethodResult]) -> str:
             f"router of {r.label}: {r.layer_sets} distinct layer sets, median margin {r.router_margin:.3g}{tie}"
             + (f"; most used: {used}" if used else "")
         )
+    by_text = [r for r in results if r.translation_by_instruction]
+    if by_text:
+        texts = list(by_text[0].translation_by_instruction)
+        lines.append("translation (mm) by instruction: " + "; ".join(f"[{i + 1}] {t!r}" for i, t in enumerate(texts)))
+        for r in by_text:
+            errors = "  ".join(f"[{i + 1}] {r.translation_by_instruction[t] * 1e3:6.2f}" for i, t in enumerate(texts))
+            line = f"  {r.label:<40} {errors}"
+            if r.layer_set_by_instruction:
+                route = r.layer_set_by_instruction
+                line += "   layers: " + "; ".join(
+                    f"[{i + 1}] {','.join(map(str, route[t][0]))} {route[t][1]:.0%}" for i, t in enumerate(texts)
+                )
+            lines.append(line)
     if results:
         lines.append(
             f"({results[0].samples} held-out samples x {results[0].repeats} noise seed(s); errors are means over the "
