@@ -129,6 +129,14 @@ def _sim_successes(path: Path, mode: str | None = None) -> int:
     return result["successes"]
 
 
+def _card_section(start: str, end: str) -> list[str]:
+    """The lines of MODEL_CARD.md from the one starting with `start` up to the next one starting with `end`."""
+    lines = (MODEL / "MODEL_CARD.md").read_text(encoding="utf-8").splitlines()
+    first = next(i for i, line in enumerate(lines) if line.startswith(start))
+    last = next(i for i in range(first + 1, len(lines)) if lines[i].startswith(end))
+    return lines[first:last]
+
+
 def _eval_row(path: Path, label: str) -> tuple[dict, float]:
     """(the row `label`, the full-depth row's translation error) of a `mole-vla evaluate` eval.json."""
     rows = json.loads(path.read_text(encoding="utf-8"))["results"]
@@ -182,8 +190,9 @@ def test_depth_prior_study_in_the_card_is_the_files_numbers():
             ("sim_eval_early.json", "s6000_early.json"),
         ),
     }
+    section = _card_section("**A depth prior", "**Two tasks")
     for start, (offline, label, sims) in rows.items():
-        (line,) = [line for line in card.splitlines() if line.startswith(start) and "/200 (" in line]
+        (line,) = [line for line in section if line.startswith(start)]
         cells = [c.strip() for c in line.strip("|").split("|")]
         row, full = _eval_row(offline, label)
         assert float(cells[1]) == round(row["translation_m"] * 1e3, 2), line
@@ -205,3 +214,40 @@ def test_depth_prior_study_in_the_card_is_the_files_numbers():
     assert f"{a + b}/200 ({a} + {b}) in closed loop" in text
     seed0, _ = _eval_row(ev / "depth_prior/dp2bw0_s0.json", star)
     assert f"Over the two seeds: {(trans + seed0['translation_m'] * 1e3) / 2:.2f} mm offline" in text
+
+
+def test_two_task_study_in_the_card_is_the_files_numbers():
+    """The card's two-task table ("Two tasks"): each row's k=4 translation error, its change against full depth, its
+    error per instruction, the router's most used set per instruction and the pick closed-loop counts (seeds 5000 +
+    6000) are those of eval/multitask/."""
+    card = (MODEL / "MODEL_CARD.md").read_text(encoding="utf-8")
+    ev = MODEL / "eval" / "multitask"
+    rows = {  # card row -> (eval.json row, closed-loop name and skip mode, or None)
+        "| full depth (stage 1) |": ("full depth", ("full", "full")),
+        "| STAR, balance 0.01 (this recipe) |": ("MoLe (STAR) k=4", ("mole", "star")),
+        "| random skip, STAR's weights |": ("random skip k=4 (MoLe model)", None),
+        "| early exit, trained |": ("early exit k=4 (trained)", ("early", "early")),
+    }
+    texts = json.loads((ev / "eval.json").read_text(encoding="utf-8"))["instruction_swap"]["instructions"]
+    assert len(texts) == 4  # [1] .. [4] in the card: sorted, as evaluate prints them
+    section = _card_section("**Two tasks", "Instruction swap")
+    for start, (label, sim) in rows.items():
+        (line,) = [line for line in section if line.startswith(start)]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        row, full = _eval_row(ev / "eval.json", label)
+        assert float(cells[1]) == round(row["translation_m"] * 1e3, 2), line
+        assert cells[2] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %", line
+        by_text = row["translation_by_instruction"]
+        assert cells[3] == " / ".join(f"{by_text[t] * 1e3:.2f}" for t in texts), line
+        if row["layer_set_by_instruction"]:
+            route = row["layer_set_by_instruction"]
+            assert cells[4] == " / ".join(f"{','.join(map(str, route[t][0]))} {route[t][1] * 100:.0f} %" for t in texts)
+            assert row["router_margin"] < 1e-3 and row["layer_sets"] == 5  # "five sets", "margin 1e-4" in the text
+        if sim is None:
+            assert cells[5] == "-", line
+            continue
+        a, b = (_sim_successes(ev / f"sim_{sim[0]}_pick_s{s}.json", sim[1]) for s in (5000, 6000))
+        assert cells[5] == f"{a + b}/200 ({a} + {b})", line
+    stack = json.loads((ev / "sim_full_stack_s7000.json").read_text(encoding="utf-8"))
+    assert [(r["task"], r["episodes"], r["successes"]) for r in stack] == [("stack", 10, 0)]
+    assert "stacks 0/10 (seeds 7000-7009" in card
