@@ -227,6 +227,7 @@ def test_two_task_study_in_the_card_is_the_files_numbers():
         "| STAR, balance 0.01 (this recipe) |": ("MoLe (STAR) k=4", ("mole", "star")),
         "| random skip, STAR's weights |": ("random skip k=4 (MoLe model)", None),
         "| early exit, trained |": ("early exit k=4 (trained)", ("early", "early")),
+        "| STAR, balance 0 |": ("MoLe (STAR) k=4", ("bw0", "star")),
     }
     texts = json.loads((ev / "eval.json").read_text(encoding="utf-8"))["instruction_swap"]["instructions"]
     assert len(texts) == 4  # [1] .. [4] in the card: sorted, as evaluate prints them
@@ -234,7 +235,7 @@ def test_two_task_study_in_the_card_is_the_files_numbers():
     for start, (label, sim) in rows.items():
         (line,) = [line for line in section if line.startswith(start)]
         cells = [c.strip() for c in line.strip("|").split("|")]
-        row, full = _eval_row(ev / "eval.json", label)
+        row, full = _eval_row(ev / ("eval_bw0.json" if "balance 0 |" in start else "eval.json"), label)
         assert float(cells[1]) == round(row["translation_m"] * 1e3, 2), line
         assert cells[2] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %", line
         by_text = row["translation_by_instruction"]
@@ -242,7 +243,10 @@ def test_two_task_study_in_the_card_is_the_files_numbers():
         if row["layer_set_by_instruction"]:
             route = row["layer_set_by_instruction"]
             assert cells[4] == " / ".join(f"{','.join(map(str, route[t][0]))} {route[t][1] * 100:.0f} %" for t in texts)
-            assert row["router_margin"] < 1e-3 and row["layer_sets"] == 5  # "five sets", "margin 1e-4" in the text
+            if "0.01" in start:  # "Five layer sets", "margin is 1e-4" in the text
+                assert row["router_margin"] < 1e-3 and row["layer_sets"] == 5
+            else:  # "one set for all four instructions", "margin 0.28"
+                assert row["layer_sets"] == 1 and round(row["router_margin"], 2) == 0.28
         if sim is None:
             assert cells[5] == "-", line
             continue
