@@ -137,6 +137,16 @@ def _card_section(start: str, end: str) -> list[str]:
     return lines[first:last]
 
 
+def _error_cells(section: list[str], start: str, row: dict, full: float) -> list[str]:
+    """The cells of the card-table row starting with `start`, after checking its translation error (cell 1) and its
+    change against full depth (cell 2) against the eval.json `row`."""
+    (line,) = [line for line in section if line.startswith(start)]
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert float(cells[1]) == round(row["translation_m"] * 1e3, 2), line
+    assert cells[2] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %", line
+    return cells
+
+
 def _eval_row(path: Path, label: str) -> tuple[dict, float]:
     """(the row `label`, the full-depth row's translation error) of a `mole-vla evaluate` eval.json."""
     rows = json.loads(path.read_text(encoding="utf-8"))["results"]
@@ -192,11 +202,9 @@ def test_depth_prior_study_in_the_card_is_the_files_numbers():
     }
     section = _card_section("**A depth prior", "**Two tasks")
     for start, (offline, label, sims) in rows.items():
-        (line,) = [line for line in section if line.startswith(start)]
-        cells = [c.strip() for c in line.strip("|").split("|")]
         row, full = _eval_row(offline, label)
-        assert float(cells[1]) == round(row["translation_m"] * 1e3, 2), line
-        assert cells[2] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %", line
+        cells = _error_cells(section, start, row, full)
+        line = " | ".join(cells)
         if row.get("layer_sets") is not None:  # eval.json predates the count (bundled_router.txt has it)
             sets = row["layer_sets"]
             assert cells[3].startswith("one set" if sets == 1 else f"{sets} sets"), line
@@ -222,22 +230,20 @@ def test_two_task_study_in_the_card_is_the_files_numbers():
     6000) are those of eval/multitask/."""
     card = (MODEL / "MODEL_CARD.md").read_text(encoding="utf-8")
     ev = MODEL / "eval" / "multitask"
-    rows = {  # card row -> (eval.json row, closed-loop name and skip mode, or None)
-        "| full depth (stage 1) |": ("full depth", ("full", "full")),
-        "| STAR, balance 0.01 (this recipe) |": ("MoLe (STAR) k=4", ("mole", "star")),
-        "| random skip, STAR's weights |": ("random skip k=4 (MoLe model)", None),
-        "| early exit, trained |": ("early exit k=4 (trained)", ("early", "early")),
-        "| STAR, balance 0 |": ("MoLe (STAR) k=4", ("bw0", "star")),
+    rows = {  # card row -> (offline eval file, its row, closed-loop name and skip mode, or None)
+        "| full depth (stage 1) |": ("eval.json", "full depth", ("full", "full")),
+        "| STAR, balance 0.01 (this recipe) |": ("eval.json", "MoLe (STAR) k=4", ("mole", "star")),
+        "| random skip, STAR's weights |": ("eval.json", "random skip k=4 (MoLe model)", None),
+        "| early exit, trained |": ("eval.json", "early exit k=4 (trained)", ("early", "early")),
+        "| STAR, balance 0 |": ("eval_bw0.json", "MoLe (STAR) k=4", ("bw0", "star")),
     }
     texts = json.loads((ev / "eval.json").read_text(encoding="utf-8"))["instruction_swap"]["instructions"]
     assert len(texts) == 4  # [1] .. [4] in the card: sorted, as evaluate prints them
     section = _card_section("**Two tasks", "Instruction swap")
-    for start, (label, sim) in rows.items():
-        (line,) = [line for line in section if line.startswith(start)]
-        cells = [c.strip() for c in line.strip("|").split("|")]
-        row, full = _eval_row(ev / ("eval_bw0.json" if "balance 0 |" in start else "eval.json"), label)
-        assert float(cells[1]) == round(row["translation_m"] * 1e3, 2), line
-        assert cells[2] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %", line
+    for start, (offline, label, sim) in rows.items():
+        row, full = _eval_row(ev / offline, label)
+        cells = _error_cells(section, start, row, full)
+        line = " | ".join(cells)
         by_text = row["translation_by_instruction"]
         assert cells[3] == " / ".join(f"{by_text[t] * 1e3:.2f}" for t in texts), line
         if row["layer_set_by_instruction"]:

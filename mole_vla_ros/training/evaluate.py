@@ -224,6 +224,8 @@ def evaluate_methods(
 
     loaded: dict[str, tuple] = {}
     results = []
+    texts = sorted(set(data.instructions))  # the per-instruction breakdown's order (as instruction_sensitivity's)
+    of_text = np.searchsorted(texts, data.instructions)
     for m in tqdm(methods, desc="methods", unit="method", disable=not progress):
         if m.checkpoint not in loaded:
             model, normalizer, _ = load_checkpoint(m.checkpoint, device=device)
@@ -244,8 +246,6 @@ def evaluate_methods(
         if not 1 <= k <= n_layers:
             raise ValueError(f"{m.label}: active_layers must be in 1..{n_layers}, got {k}.")
         per_seed, per_text, choices = [], [], []
-        texts = sorted(set(data.instructions))
-        of_text = np.asarray([texts.index(t) for t in data.instructions])
         for r in range(repeats):
             # the router is noise-free at inference: every repeat makes the same choice, so the first one's suffice
             record = choices if r == 0 else None
@@ -380,14 +380,18 @@ def standard_methods(
 def _router_stats(choices: list, top: int = 3) -> dict:
     """layer_sets, router_margin and top_layer_sets of a STAR method from its RouterChoices over the held-out
     samples."""
-    counts = Counter(ix for c in choices for ix in c.indices)
-    total = sum(counts.values())
+    sets = [ix for c in choices for ix in c.indices]
     margins = torch.cat([c.margins() for c in choices])
     return {
-        "layer_sets": len(counts),
+        "layer_sets": len(set(sets)),
         "router_margin": float(margins.median()),
-        "top_layer_sets": [[list(ix), n / total] for ix, n in counts.most_common(top)],
+        "top_layer_sets": _set_shares(sets, top),
     }
+
+
+def _set_shares(sets: list[tuple[int, ...]], top: int) -> list:
+    """The `top` most common layer sets of `sets` as [[layers...], fraction of `sets`], most common first."""
+    return [[list(ix), n / len(sets)] for ix, n in Counter(sets).most_common(top)]
 
 
 def _by_instruction(texts: list[str], translation: np.ndarray, choices: list, instructions: list[str]) -> dict:
@@ -396,12 +400,15 @@ def _by_instruction(texts: list[str], translation: np.ndarray, choices: list, in
     out = {"translation_by_instruction": {t: float(e) for t, e in zip(texts, translation)}}
     if choices:
         sets = [ix for c in choices for ix in c.indices]
-        out["layer_set_by_instruction"] = {}
-        for t in texts:
-            counts = Counter(ix for ix, text in zip(sets, instructions) if text == t)
-            ix, n = counts.most_common(1)[0]
-            out["layer_set_by_instruction"][t] = [list(ix), n / sum(counts.values())]
+        out["layer_set_by_instruction"] = {
+            t: _set_shares([ix for ix, text in zip(sets, instructions) if text == t], 1)[0] for t in texts
+        }
     return out
+
+
+def _set_label(layers: list[int], share: float) -> str:
+    """'1,2,3,4 100%': a layer set and its share, as the table prints it."""
+    return f"{','.join(map(str, layers))} {share:.0%}"
 
 
 def format_table(results: list[MethodResult]) -> str:
@@ -425,7 +432,7 @@ def format_table(results: list[MethodResult]) -> str:
 
     for r in (r for r in results if r.layer_sets is not None):
         tie = " (near-ties)" if r.router_margin < NEAR_TIE_MARGIN else ""
-        used = "; ".join(f"{','.join(map(str, ix))} {frac:.0%}" for ix, frac in r.top_layer_sets or [])
+        used = "; ".join(_set_label(*share) for share in r.top_layer_sets or [])
         lines.append(
             f"router of {r.label}: {r.layer_sets} distinct layer sets, median margin {r.router_margin:.3g}{tie}"
             + (f"; most used: {used}" if used else "")
@@ -439,9 +446,7 @@ def format_table(results: list[MethodResult]) -> str:
             line = f"  {r.label:<40} {errors}"
             if r.layer_set_by_instruction:
                 route = r.layer_set_by_instruction
-                line += "   layers: " + "; ".join(
-                    f"[{i + 1}] {','.join(map(str, route[t][0]))} {route[t][1]:.0%}" for i, t in enumerate(texts)
-                )
+                line += "   layers: " + "; ".join(f"[{i + 1}] {_set_label(*route[t])}" for i, t in enumerate(texts))
             lines.append(line)
     if results:
         lines.append(
