@@ -9,6 +9,7 @@ from mole_vla_ros.model.action_head import DiTActionHead, cosine_betas, ddim_tim
 from mole_vla_ros.model.cogkd import EMATeacher, cogkd_loss
 from mole_vla_ros.model.configuration import ActionHeadConfig, MoLeVLAConfig
 from mole_vla_ros.model.modeling import build_model
+from mole_vla_ros.model.router import partition_loss
 
 
 def tiny(seed=0, **overrides):
@@ -157,6 +158,37 @@ def test_balance_loss_is_the_codes_mean_of_selected_probabilities():
     out = model.compute_loss(batch())
     choice = out["router"]
     torch.testing.assert_close(out["balance"], (choice.probs * choice.selected).mean())
+
+
+def margins(logits, k):
+    top = logits.topk(k + 1, dim=-1).values
+    return top[:, k - 1] - top[:, k]
+
+
+def test_partition_loss_rewards_a_decided_choice_split_between_samples():
+    one_set = torch.tensor([[5.0] * 4 + [-5.0] * 4] * 6)
+    split = torch.cat([one_set[:3], one_set[:3].flip(1)])
+    assert partition_loss(torch.zeros(6, 8), 4).item() == pytest.approx(0.0, abs=1e-6)  # every score tied
+    assert partition_loss(one_set, 4).item() == pytest.approx(-math.log(4) / math.log(8), abs=0.02)
+    assert partition_loss(split, 4).item() == pytest.approx(-1.0, abs=0.02)  # decided, every layer used as often
+    assert partition_loss(one_set, 8).item() == 0.0  # k = N: nothing to choose
+    # at near-ties (where the balance loss leaves a router) a descent step widens every sample's margin
+    logits = (torch.randn(32, 8, generator=torch.Generator().manual_seed(0)) * 1e-3).requires_grad_()
+    partition_loss(logits, 4).backward()
+    stepped = logits.detach() - 10.0 * logits.grad
+    assert (margins(stepped, 4) > margins(logits.detach(), 4) + 0.01).all()
+
+
+def test_partition_weight_adds_the_partition_loss_to_the_total_in_star_mode_only():
+    model = tiny(**{"loss.partition_weight": 0.5, "loss.balance_weight": 0.0}).train()
+    out = model.compute_loss(batch(), generator=torch.Generator().manual_seed(0))
+    assert out["partition"] != 0
+    torch.testing.assert_close(out["total"].detach(), out["diffusion"] + 0.5 * out["partition"])
+    out["total"].backward()
+    assert model.router.time_proj.weight.grad.abs().sum() > 0
+    early = model.compute_loss({**batch(), "skip_mode": "early"})
+    assert early["partition"] == 0  # no router choice, nothing to decide
+    assert tiny().config.loss.partition_weight == 0.0  # off unless asked for: the paper's losses only
 
 
 def test_compute_loss_rejects_wrong_action_shape():

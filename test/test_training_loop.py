@@ -167,6 +167,20 @@ def test_router_choices_change_with_stage2_training(dataset, stage1, tmp_path):
     assert meta["extra"]["training"]["stage"] == "mole" and meta["extra"]["training"]["cogkd"] is True
 
 
+def test_the_partition_loss_decides_the_choice_the_balance_loss_leaves_tied(dataset, stage1, tmp_path):
+    out1, _ = stage1
+    # the recipe of the test above, with the partition loss (not the paper's) in place of the balance loss
+    cfg = tiny(stage="mole", init_from=str(out1 / "final"), steps=25, lr=3e-3, balance_weight=0.0, kd_form="paper")
+    cfg = cfg.replace(eval_interval=10, partition_weight=0.1)
+    summary = train(cfg, [dataset], tmp_path, progress=False)
+    rows = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    # a near-tie at the start (as with the balance loss, test above), a decided choice at the end
+    assert summary.router_margin_initial < 0.01 and summary.router_margin_final > 0.5
+    assert rows[-1]["partition"] < rows[0]["partition"] < 0
+    meta = json.loads((tmp_path / "final" / "config.json").read_text())
+    assert meta["config"]["loss"]["partition_weight"] == 0.1 and meta["config"]["loss"]["balance_weight"] == 0.0
+
+
 def test_annealed_gumbel_noise_trains_the_last_steps_on_the_router_s_own_choice(dataset, stage1, tmp_path):
     out1, _ = stage1
     overrides = {"router.gumbel_noise": True, "router.temporal_dropout": 0.0}

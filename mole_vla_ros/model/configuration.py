@@ -246,6 +246,9 @@ class LossConfig:
     kd_weight: float = 0.5  # lambda2
     mse_share: float = 0.5  # lambda1: kd_elem = (1 - lambda1) * reverse-KL + lambda1 * MSE
     balance_weight: float = 0.01  # effective lambda3 of the code (paper: 0.1)
+    # not in the paper: weight of router.partition_loss (a decided choice per sample, layers used evenly over the
+    # batch); 0 = off, the paper's losses only
+    partition_weight: float = 0.0
     ema_decay: float = 0.999
     # "code": the released code's softmax-weighted loss (M ~ 1/L^2, tiny); "paper": equations 14-17 (sigmoid token
     # mask on the features), whose scale is the feature mismatch itself. See model/cogkd.py.
@@ -256,6 +259,7 @@ class LossConfig:
         _one_of("loss", "kd_form", self.kd_form, ("code", "paper"))
         _unit_interval("loss", "mse_share", self.mse_share, closed_right=True)
         _check(self.balance_weight >= 0, f"loss.balance_weight must be >= 0, got {self.balance_weight}.")
+        _check(self.partition_weight >= 0, f"loss.partition_weight must be >= 0, got {self.partition_weight}.")
         _unit_interval("loss", "ema_decay", self.ema_decay)
 
 
@@ -401,6 +405,7 @@ CHECKPOINT_TUNABLE_OPTIONS = (
     "loss.kd_weight",
     "loss.mse_share",
     "loss.balance_weight",
+    "loss.partition_weight",
     "loss.ema_decay",
     "loss.kd_form",
     "active_layers",

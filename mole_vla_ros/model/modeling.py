@@ -285,8 +285,9 @@ class MoLeVLA(nn.Module):
                vision_tokens()), "instructions" (list[str]) or "input_ids" + "attention_mask" (text only, right padded,
                ending in EOS), "actions" normalized [B, chunk, A]; optional "active_layers", "skip_mode".
         teacher: a cogkd.EMATeacher (full depth) or None (CogKD term = 0).
-        Returns tensors "total", "diffusion", "cogkd", "balance" (scalars) plus "router" (RouterChoice) and
-        "layer_calls" (int). total = diffusion + loss.kd_weight * cogkd + loss.balance_weight * balance.
+        Returns tensors "total", "diffusion", "cogkd", "balance", "partition" (scalars) plus "router" (RouterChoice)
+        and "layer_calls" (int). total = diffusion + loss.kd_weight * cogkd + loss.balance_weight * balance
+        + loss.partition_weight * partition (router.partition_loss; weight 0 by default).
         """
         from .cogkd import cogkd_loss
 
@@ -329,12 +330,16 @@ class MoLeVLA(nn.Module):
             kd = diffusion.new_zeros(())
         lc = self.config.loss
         balance = out.choice.balance.to(diffusion.dtype)
+        partition = out.choice.partition.to(diffusion.dtype)
         total = diffusion + lc.kd_weight * kd + lc.balance_weight * balance
+        if lc.partition_weight:
+            total = total + lc.partition_weight * partition
         return {
             "total": total,
             "diffusion": diffusion.detach(),
             "cogkd": kd.detach(),
             "balance": balance.detach(),
+            "partition": partition.detach(),
             "router": out.choice,
             "layer_calls": out.layer_calls,
         }

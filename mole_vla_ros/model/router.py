@@ -14,6 +14,10 @@ Differences from the released code, on purpose:
   made alpha a learned constant (set temperature_source="bos" for the code's behaviour);
 - G is built as M + (p - p.detach()): its forward value is exactly M (M - p.detach() + p can be off by one ulp).
 
+Added (off by default): loss.partition_weight > 0 adds `partition_loss`, a router loss that is not the paper's: it
+rewards a decided choice per sample and an even use of the layers over the batch, so the router can only lower it by
+giving different samples different sets (see the function).
+
 Added (off by default): router.depth_prior > 0 adds a fixed ramp, 0 for layer 0 down to -depth_prior for layer N-1,
 so that an untrained router picks the first k layers (early exit) and training moves a sample's choice only where
 its learned scores beat the ramp.
@@ -21,10 +25,12 @@ its learned scores beat the ramp.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from .configuration import SKIP_MODES, RouterConfig
 from .cuda_graphs import DropsGraphsWhenMoved, GraphedFunction
@@ -42,6 +48,7 @@ class RouterChoice:
     selected: [B, N] bool mask of running layers.
     gate:     [B, N] straight-through gate (value == selected; carries gradient in STAR training), or None.
     balance:  scalar balance loss mean(M * p) (the code's formula), 0 when the router did not pick.
+    partition: scalar `partition_loss` of the noise-free logits (STAR with k < N), 0 otherwise.
     k:        number of active layers per sample.
     mode:     skip mode used.
     selected_host: `selected` on the CPU (one device->host copy per forward, reused by the layer loop).
@@ -55,6 +62,7 @@ class RouterChoice:
     k: int
     mode: str
     selected_host: torch.Tensor | None = None
+    partition: torch.Tensor | None = None
 
     def margins(self) -> torch.Tensor | None:
         """[B] how decided the choice is: the logit gap between the k-th and the (k+1)-th layer (log-probabilities
@@ -69,6 +77,33 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over dim 1 of x [B, L, C] counting only mask==1 positions."""
     m = mask.to(x.dtype)[..., None]
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
+
+
+def partition_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """A decided choice per sample, layers spread over the batch: `undecided - spread`, each term in [0, 1].
+
+    t is the point midway between a sample's k-th and (k+1)-th logit (held fixed) and sigmoid(z_i - t) layer i's
+    inclusion probability, above 1/2 exactly for the k layers the router runs.
+    - undecided: the cross-entropy of those probabilities against the router's own choice, over log 2: 1 when every
+      score ties, 0 as the margin grows. Its gradient at a tie is not zero, so it moves a router out of the near-ties
+      that the balance loss, mean(M * p), settles in (that loss is lowest when every sample's scores tie).
+    - spread: the entropy over layers of the batch's mean inclusion, over log N: 1 when every layer runs equally often.
+      A router that gives every sample one set gets log(k)/log(N) (2/3 for 4 of 8), so below that the loss falls only
+      as samples are split between sets.
+    The loss is 0 for tied scores, about -log(k)/log(N) for one decided set, about -1 for decided sets that use every
+    layer equally: a mutual-information router loss, as in mixture-of-experts work (e.g. Mod-Squad), not the paper's.
+    """
+    z = logits.float()
+    n = z.shape[-1]
+    if not 1 <= k < n:
+        return z.sum() * 0.0
+    top = z.detach().topk(k + 1, dim=-1).values
+    distance = z - 0.5 * (top[:, k - 1] + top[:, k])[:, None]
+    undecided = -F.logsigmoid(distance.abs()).mean() / math.log(2.0)
+    use = torch.sigmoid(distance).mean(0)
+    use = use / use.sum()
+    spread = -(use * use.clamp_min(1e-12).log()).sum() / math.log(n)
+    return undecided - spread
 
 
 class STARRouter(DropsGraphsWhenMoved, nn.Module):
@@ -158,6 +193,7 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
             raise ValueError(f"skip_mode must be one of {list(SKIP_MODES)}, got {mode!r}.")
         probs = torch.softmax(logits.float(), dim=-1)
         zero = logits.sum() * 0.0
+        partition = zero
         if mode == "full" or (mode == "star" and k == n):
             selected = torch.ones(b, n, dtype=torch.bool, device=logits.device)
             gate = None
@@ -174,6 +210,7 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
             # forward value exactly `selected`, gradient through the (possibly noisy) softmax
             gate = selected.to(scores.dtype) + (scores - scores.detach())
             balance = (selected.to(probs.dtype) * probs).mean()
+            partition = partition_loss(logits, k)
         elif mode == "early":
             selected = torch.zeros(b, n, dtype=torch.bool, device=logits.device)
             selected[:, :k] = True
@@ -195,4 +232,5 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
             k=k if mode != "full" else n,
             mode=mode,
             selected_host=sel_cpu,
+            partition=partition,
         )

@@ -50,6 +50,7 @@ _VALUE_OPTIONS = {
     "mse_share": float,
     "kd_form": str,
     "balance_weight": float,
+    "partition_weight": float,
     "ema_decay": float,
     "gumbel_anneal": float,
     "seed": int,
@@ -185,6 +186,12 @@ def register(sub) -> None:
         "--kd-form", dest="kd_form", choices=["code", "paper"], help="CogKD as the released code or as the paper"
     )
     p.add_argument("--balance-weight", dest="balance_weight", type=float, help="lambda3 (0.01 as the code; paper 0.1)")
+    p.add_argument(
+        "--partition-weight",
+        dest="partition_weight",
+        type=float,
+        help="not in the paper: weight of the router's partition loss (decided per sample, spread over the batch); 0",
+    )
     p.add_argument(
         "--gumbel-anneal",
         dest="gumbel_anneal",

@@ -116,6 +116,7 @@ class TrainingConfig:
     mse_share: float | None = None  # None = model config (lambda1 = 0.5)
     kd_form: str | None = None  # None = model config ("code"); "paper": equations 14-17 (see model/cogkd.py)
     balance_weight: float | None = None  # None = model config (0.01, the code's effective lambda3)
+    partition_weight: float | None = None  # None = model config (0: off); router.partition_loss, not the paper's
     ema_decay: float | None = None  # None = model config (0.999)
     # STAR training with router.gumbel_noise (no effect otherwise): 0 keeps the noise for the whole run (Eq. 12);
     # f in (0, 1] lets its scale fall linearly to 0 over the first f of the steps, so the rest trains the layer sets
@@ -170,7 +171,7 @@ class TrainingConfig:
             )
         if self.active_layers is not None:
             _positive_int("active_layers", self.active_layers)
-        for name in ("kd_weight", "balance_weight"):
+        for name in ("kd_weight", "balance_weight", "partition_weight"):
             if getattr(self, name) is not None:
                 _number(name, getattr(self, name), 0.0)
         if self.mse_share is not None:

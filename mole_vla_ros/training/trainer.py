@@ -264,7 +264,7 @@ class Trainer:
         mc = model.config
         # the training choices the saved checkpoint should carry
         changes = {}
-        for name in ("kd_weight", "mse_share", "kd_form", "balance_weight", "ema_decay"):
+        for name in ("kd_weight", "mse_share", "kd_form", "balance_weight", "partition_weight", "ema_decay"):
             value = getattr(cfg, name)
             if value is not None:
                 changes[f"loss.{name}"] = value
@@ -554,7 +554,7 @@ class Trainer:
         cfg = self.config
         self.wrapped.train()
         self.optimizer.zero_grad(set_to_none=True)
-        sums = torch.zeros(4, dtype=torch.float64)
+        sums = torch.zeros(5, dtype=torch.float64)
         usage = torch.zeros(self.model.config.num_layers, dtype=torch.float64)
         self.model.router.noise_scale = gumbel_noise_scale(self.step, cfg)
         for a in range(cfg.grad_accum):
@@ -570,7 +570,13 @@ class Trainer:
                     out = self.wrapped(batch, gen)
                 (out["total"] / cfg.grad_accum).backward()
             sums += torch.tensor(
-                [float(out["total"].detach()), float(out["diffusion"]), float(out["cogkd"]), float(out["balance"])],
+                [
+                    float(out["total"].detach()),
+                    float(out["diffusion"]),
+                    float(out["cogkd"]),
+                    float(out["balance"]),
+                    float(out["partition"]),
+                ],
                 dtype=torch.float64,
             )
             usage += out["router"].selected.detach().to("cpu", torch.float64).mean(0)
@@ -595,6 +601,7 @@ class Trainer:
             "diffusion": float(means[1]),
             "cogkd": float(means[2]),
             "balance": float(means[3]),
+            "partition": float(means[4]),
             "grad_norm": grad_norm,
             "lr": lr,
             "usage": (usage / cfg.grad_accum).tolist(),
@@ -683,7 +690,7 @@ class Trainer:
                 losses.append(row["loss"])
                 usage_total += torch.tensor(row["usage"], dtype=torch.float64)
                 n_window += 1
-                for key in ("loss", "diffusion", "cogkd", "balance", "grad_norm"):
+                for key in ("loss", "diffusion", "cogkd", "balance", "partition", "grad_norm"):
                     window[key] = window.get(key, 0.0) + row[key]
                 if not math.isfinite(row["loss"]):
                     raise FloatingPointError(
@@ -712,7 +719,8 @@ class Trainer:
                         metrics.write(json.dumps(record) + "\n")
                         metrics.flush()
                         if writer is not None:
-                            for k in ("loss", "diffusion", "cogkd", "balance", "grad_norm", "lr", "samples_per_s"):
+                            keys = ("loss", "diffusion", "cogkd", "balance", "partition", "grad_norm", "lr")
+                            for k in (*keys, "samples_per_s"):
                                 writer.add_scalar(f"train/{k}", record[k], self.step)
                             if record.get("val_loss") is not None:
                                 writer.add_scalar("val/diffusion", record["val_loss"], self.step)
