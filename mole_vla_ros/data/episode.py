@@ -27,7 +27,7 @@ import re
 import shutil
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -218,6 +218,9 @@ class EpisodeWriter:
 
     threaded=True moves disk I/O to a background thread: `write` only queues the bytes, and a message that would
     grow the queue beyond `max_queue_mb` is dropped and counted (never blocks the caller).
+
+    `clock` (seconds) times the flushes every `flush_interval_s`: time.monotonic by default; the simulator
+    passes its own time, so that where the bag's chunks end, and so its bytes, do not depend on how busy the CPU was.
     """
 
     def __init__(
@@ -231,6 +234,7 @@ class EpisodeWriter:
         fsync: bool = True,
         threaded: bool = False,
         max_queue_mb: float = 512.0,
+        clock: Callable[[], float] | None = None,
     ):
         topics = list(topics)
         if not topics:
@@ -277,7 +281,8 @@ class EpisodeWriter:
         self._topic_extra: dict[str, dict[str, Any]] = {}
         self._wall_start = _utc_now()
         self._flushes = 0
-        self._last_flush = time.monotonic()
+        self._clock = clock if clock is not None else time.monotonic
+        self._last_flush = self._clock()
         self._state = "recording"
         self._low_disk = False
         self._lock = threading.Lock()
@@ -387,7 +392,7 @@ class EpisodeWriter:
         with self._lock:
             self._writer.write(self._conns[topic], log_time_ns, data)
             self._stats[topic].add(log_time_ns, len(data))
-            due = time.monotonic() - self._last_flush >= self.flush_interval_s
+            due = self._clock() - self._last_flush >= self.flush_interval_s
         if due:
             self.flush()
 
@@ -426,7 +431,7 @@ class EpisodeWriter:
                 return
             self._flush_storage()
             self._flushes += 1
-            self._last_flush = time.monotonic()
+            self._last_flush = self._clock()
             self._write_json("recording")
         if free_disk_gb(self.work_dir) < self.min_free_disk_gb / 2 and not self._low_disk:
             self._low_disk = True
@@ -438,7 +443,7 @@ class EpisodeWriter:
 
     def flush_if_due(self) -> None:
         """flush() when flush_interval_s has passed since the last one (for periodic timers)."""
-        if time.monotonic() - self._last_flush >= self.flush_interval_s:
+        if self._clock() - self._last_flush >= self.flush_interval_s:
             self.flush()
 
     # ------------------------------------------------------------------ ending

@@ -158,7 +158,8 @@ class SimEpisodeRecorder:
             }
             for name, info in meta.cameras.items()
         }
-        return EpisodeWriter(root, name=self._pending_name, **kwargs)
+        # flushes follow simulated time: a recording's bytes depend on its seed, not on how loaded the machine was
+        return EpisodeWriter(root, name=self._pending_name, clock=lambda: self._now_ns * 1e-9, **kwargs)
 
     def _write(self, messages: list[StampedMessage]) -> None:
         for m in messages:
