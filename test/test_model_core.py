@@ -190,6 +190,9 @@ def test_router_margin_is_the_gap_between_the_last_chosen_and_the_first_skipped_
     assert choice.indices == [(0, 2), (2, 3)]
     torch.testing.assert_close(choice.margins(), torch.tensor([1.5, 0.1]))
     assert router.choose(torch.zeros(1, 4), 4).margins() is None  # every layer runs: nothing was decided
+    # a decided router's gaps stay finite where its probabilities underflow to 0 (they read inf and nan)
+    wide = router.choose(torch.tensor([[300.0, 0.0, 200.0, -100.0]]), 2)
+    assert wide.probs[0, 3] == 0 and wide.margins().tolist() == [200.0]
 
 
 def test_evaluate_router_stats_count_sets_over_samples_most_used_first():

@@ -63,13 +63,16 @@ class RouterChoice:
     mode: str
     selected_host: torch.Tensor | None = None
     partition: torch.Tensor | None = None
+    log_probs: torch.Tensor | None = None  # [B, N] log-softmax of the logits (detached): finite where probs underflow
 
     def margins(self) -> torch.Tensor | None:
         """[B] how decided the choice is: the logit gap between the k-th and the (k+1)-th layer (log-probabilities
         differ as the logits do); None when every layer runs. Far below 1, small input changes flip the choice."""
         if self.k >= self.probs.shape[-1]:
             return None
-        top = torch.log(self.probs.float()).topk(self.k + 1, dim=-1).values
+        # from the log-softmax, not log(probs): a gap of ~100 underflows probs to 0 and made it inf or nan
+        logp = self.log_probs if self.log_probs is not None else torch.log(self.probs.float())
+        top = logp.float().topk(self.k + 1, dim=-1).values
         return top[:, -2] - top[:, -1]
 
 
@@ -233,4 +236,5 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
             mode=mode,
             selected_host=sel_cpu,
             partition=partition,
+            log_probs=torch.log_softmax(logits.detach().float(), dim=-1),
         )
