@@ -193,6 +193,8 @@ def test_router_margin_is_the_gap_between_the_last_chosen_and_the_first_skipped_
     # a decided router's gaps stay finite where its probabilities underflow to 0 (they read inf and nan)
     wide = router.choose(torch.tensor([[300.0, 0.0, 200.0, -100.0]]), 2)
     assert wide.probs[0, 3] == 0 and wide.margins().tolist() == [200.0]
+    # and the choice follows the logits where every probability but the top one underflows to 0 (ties by index)
+    assert router.choose(torch.tensor([[0.0, -300.0, -400.0, 200.0]]), 2).indices == [(0, 3)]
 
 
 def test_evaluate_router_stats_count_sets_over_samples_most_used_first():

@@ -95,6 +95,11 @@ def partition_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
       as samples are split between sets.
     The loss is 0 for tied scores, about -log(k)/log(N) for one decided set, about -1 for decided sets that use every
     layer equally: a mutual-information router loss, as in mixture-of-experts work (e.g. Mod-Squad), not the paper's.
+
+    Tried on the bundled model's data (models/default/MODEL_CARD.md, "A partition loss"): it does not split the
+    samples. The spread term pushes every sample the same way, the undecided term locks in whatever set the batch
+    already runs, and under Adam the logits keep growing (margins of 50 and more), so the router ends on one set for
+    every sample, as it does without the balance loss.
     """
     z = logits.float()
     n = z.shape[-1]
@@ -204,11 +209,14 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
             if mode == "star" and self.training:
                 gate = selected.to(probs.dtype) + (probs - probs.detach())
         elif mode == "star":
-            scores = probs
+            scores, ranked = probs, logits.float()
             if self.training and self.cfg.gumbel_noise and self.noise_scale > 0:
                 g = -torch.log(-torch.log(torch.rand(logits.shape, device=logits.device).clamp(1e-9, 1 - 1e-9)))
-                scores = torch.softmax((logits.float() + self.noise_scale * g) / self.cfg.gumbel_tau, dim=-1)
-            top = scores.topk(k, dim=-1).indices
+                ranked = (logits.float() + self.noise_scale * g) / self.cfg.gumbel_tau
+                scores = torch.softmax(ranked, dim=-1)
+            # rank the logits, not the probabilities: the order is the same, but where the logits spread by ~100 the
+            # probabilities of all but the top layer underflow to 0 and top-k would pick among ties by index
+            top = ranked.topk(k, dim=-1).indices
             selected = torch.zeros(b, n, dtype=torch.bool, device=logits.device).scatter_(1, top, True)
             # forward value exactly `selected`, gradient through the (possibly noisy) softmax
             gate = selected.to(scores.dtype) + (scores - scores.detach())
