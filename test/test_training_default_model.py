@@ -239,7 +239,7 @@ def test_two_task_study_in_the_card_is_the_files_numbers():
     }
     texts = json.loads((ev / "eval.json").read_text(encoding="utf-8"))["instruction_swap"]["instructions"]
     assert len(texts) == 4  # [1] .. [4] in the card: sorted, as evaluate prints them
-    section = _card_section("**Two tasks", "Instruction swap")
+    section = _card_section("**Two tasks", "**A partition loss")
     for start, (offline, label, sim) in rows.items():
         row, full = _eval_row(ev / offline, label)
         cells = _error_cells(section, start, row, full)
@@ -261,3 +261,55 @@ def test_two_task_study_in_the_card_is_the_files_numbers():
     stack = json.loads((ev / "sim_full_stack_s7000.json").read_text(encoding="utf-8"))
     assert [(r["task"], r["episodes"], r["successes"]) for r in stack] == [("stack", 10, 0)]
     assert "stacks 0/10 (seeds 7000-7009" in card
+
+
+def test_partition_loss_study_in_the_card_is_the_files_numbers():
+    """The card's partition-loss table ("A partition loss"): per seed, the STAR k=4 translation error, the mean and its
+    change against full depth, the one layer set each run ends on and the closed-loop counts are those of
+    eval/partition/; the reference rows repeat the balance-loss table's numbers."""
+    card = (MODEL / "MODEL_CARD.md").read_text(encoding="utf-8")
+    folder = MODEL / "eval" / "partition"
+    section = _card_section("**A partition loss", "Instruction swap")
+
+    def cells(start):
+        (line,) = [line for line in section if line.startswith(start)]
+        return [c.strip() for c in line.strip("|").split("|")]
+
+    star, sets = [], []
+    for seed in (0, 1, 2):
+        row, full = _eval_row(folder / f"pw002_seed{seed}.json", "MoLe (STAR) k=4")
+        assert row["layer_sets"] == 1 and row["router_margin"] > 10  # one decided set for every held-out sample
+        star.append(row["translation_m"] * 1e3)
+        sets.append(",".join(map(str, row["top_layer_sets"][0][0])))
+    got = cells("| partition 0.002, balance 0 |")
+    assert [float(c) for c in got[1:4]] == [round(x, 2) for x in star]
+    mean = sum(star) / 3
+    assert float(got[4]) == round(mean, 2) and got[5] == f"{(mean / (full * 1e3) - 1) * 100:+.1f} %"
+    assert got[6] == " / ".join(sets)
+    quoted = []
+    for seed in (0, 1, 2):
+        a, b = (_sim_successes(folder / f"sim_eval_pw002_seed{seed}_s{s}.json", "star") for s in (5000, 6000))
+        quoted.append(f"{a + b}/200 ({a} + {b})")
+    assert got[7] == ", ".join(quoted)
+    row, full = _eval_row(folder / "pw01_seed0.json", "MoLe (STAR) k=4")
+    got = cells("| partition 0.01, balance 0 |")
+    assert (
+        float(got[1]) == round(row["translation_m"] * 1e3, 2)
+        and got[5] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %"
+    )
+    assert got[6] == ",".join(map(str, row["top_layer_sets"][0][0]))
+    # the reference rows are the balance-loss table's (checked against its files above)
+    balance_table = _card_section("**Is the router deciding anything?", "**A depth prior")
+    sources = {
+        "| balance 0 |": "| STAR + CogKD, balance 0 |",
+        "| balance 0.01": "| STAR + CogKD, balance 0.01 (this recipe) |",
+        "| early exit, trained |": "| early exit, trained |",
+    }
+    for start, source in sources.items():
+        (line,) = [line for line in balance_table if line.startswith(source)]
+        assert cells(start)[1:6] == [c.strip() for c in line.strip("|").split("|")][1:6], start
+    # the per-seed gaps to trained early exit quoted under the table
+    early_seeds = [float(c) for c in cells("| early exit, trained |")[1:4]]
+    gaps = ", ".join(f"{e - x:.2f}" for e, x in zip(early_seeds, star))
+    text = " ".join(card.split())
+    assert f"by {gaps.rsplit(', ', 1)[0]} and {gaps.rsplit(', ', 1)[1]} mm" in text

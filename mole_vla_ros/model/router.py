@@ -98,8 +98,9 @@ def partition_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
 
     Tried on the bundled model's data (models/default/MODEL_CARD.md, "A partition loss"): it does not split the
     samples. The spread term pushes every sample the same way, the undecided term locks in whatever set the batch
-    already runs, and under Adam the logits keep growing (margins of 50 and more), so the router ends on one set for
-    every sample, as it does without the balance loss.
+    already runs, and under Adam the logits grow to hundreds (margins of 20 to 50), so the router ends on one set
+    for every sample, as without the balance loss (at weight 0.002 its k = 4 error was below trained early exit's at
+    three training seeds: see the card).
     """
     z = logits.float()
     n = z.shape[-1]
