@@ -179,6 +179,20 @@ def test_partition_loss_rewards_a_decided_choice_split_between_samples():
     assert (margins(stepped, 4) > margins(logits.detach(), 4) + 0.01).all()
 
 
+def test_partition_cap_stops_the_push_on_decided_logits():
+    logits = torch.tensor([[9.0, 5.0, 0.5, -0.5, -5.0, -9.0]], requires_grad=True)  # midpoint 0 for k = 3
+    partition_loss(logits, 3, cap=2.0).backward()
+    # the undecided push stops beyond 2 from the midpoint; what is left there is the spread term
+    uncapped = torch.tensor([[9.0, 5.0, 0.5, -0.5, -5.0, -9.0]], requires_grad=True)
+    partition_loss(uncapped, 3).backward()
+    assert (logits.grad[0, [2, 3]] == uncapped.grad[0, [2, 3]]).all()  # near the midpoint: the same
+    # beyond the cap no descent step moves a logit away from the midpoint (uncapped, the top ones keep rising)
+    assert (logits.grad[0, [0, 1]] > 0).all() and (logits.grad[0, [4, 5]] < 0).all()
+    assert (uncapped.grad[0, [0, 1]] < 0).all()
+    with pytest.raises(ValueError, match=r"router\.partition_cap"):
+        MoLeVLAConfig.preset("tiny", **{"router.partition_cap": -1.0})
+
+
 def test_partition_weight_adds_the_partition_loss_to_the_total_in_star_mode_only():
     model = tiny(**{"loss.partition_weight": 0.5, "loss.balance_weight": 0.0}).train()
     out = model.compute_loss(batch(), generator=torch.Generator().manual_seed(0))

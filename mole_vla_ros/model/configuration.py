@@ -175,6 +175,10 @@ class RouterConfig:
     # (train it with loss.balance_weight 0: the balance loss pushes down the layers that run, the prior's, and turned
     # the choice to the last layers in models/default/MODEL_CARD.md, "A depth prior"; the trainer warns)
     depth_prior: float = 0.0
+    # with loss.partition_weight > 0: the partition loss stops pushing a layer's logit once it is this far from the
+    # midpoint between the k-th and (k+1)-th logit (a margin of twice this). 0 = no cap: the logits then grew to
+    # hundreds in models/default/MODEL_CARD.md, "A partition loss"
+    partition_cap: float = 0.0
     # dynamic temperature input: "text_mean" (pooled valid text tokens; input-dependent) or "bos" (code: a constant)
     temperature_source: str = "text_mean"
     # gradient into the gate: "paper" h = G*y + (1-G)*h (Eq. 7) or "code" h = G*y for active samples
@@ -194,6 +198,10 @@ class RouterConfig:
         _check(
             math.isfinite(self.depth_prior) and self.depth_prior >= 0,
             f"router.depth_prior must be a finite number >= 0 (0 = no prior), got {self.depth_prior}.",
+        )
+        _check(
+            math.isfinite(self.partition_cap) and self.partition_cap >= 0,
+            f"router.partition_cap must be a finite number >= 0 (0 = no cap), got {self.partition_cap}.",
         )
         _one_of("router", "temperature_source", self.temperature_source, TEMPERATURE_SOURCES)
         _one_of("router", "ste_form", self.ste_form, STE_FORMS)
@@ -396,6 +404,7 @@ CHECKPOINT_TUNABLE_OPTIONS = (
     "router.gumbel_noise",
     "router.gumbel_tau",
     "router.depth_prior",
+    "router.partition_cap",
     "router.ste_form",
     "action_head.cfg_scale",
     "action_head.cfg_dropout",

@@ -82,7 +82,7 @@ def masked_mean(x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     return (x * m).sum(1) / m.sum(1).clamp_min(1.0)
 
 
-def partition_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
+def partition_loss(logits: torch.Tensor, k: int, cap: float = 0.0) -> torch.Tensor:
     """A decided choice per sample, layers spread over the batch: `undecided - spread`, each term in [0, 1].
 
     t is the point midway between a sample's k-th and (k+1)-th logit (held fixed) and sigmoid(z_i - t) layer i's
@@ -100,7 +100,8 @@ def partition_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
     samples. The spread term pushes every sample the same way, the undecided term locks in whatever set the batch
     already runs, and under Adam the logits grow to hundreds (margins of 20 to 50), so the router ends on one set
     for every sample, as without the balance loss (at weight 0.002 its k = 4 error was below trained early exit's at
-    three training seeds: see the card).
+    three training seeds: see the card). `cap` > 0 (router.partition_cap) stops the push once a logit is that far
+    from the midpoint (beyond it the term is constant), so decided logits stop growing.
     """
     z = logits.float()
     n = z.shape[-1]
@@ -108,7 +109,8 @@ def partition_loss(logits: torch.Tensor, k: int) -> torch.Tensor:
         return z.sum() * 0.0
     top = z.detach().topk(k + 1, dim=-1).values
     distance = z - 0.5 * (top[:, k - 1] + top[:, k])[:, None]
-    undecided = -F.logsigmoid(distance.abs()).mean() / math.log(2.0)
+    far = distance.abs().clamp(max=cap) if cap > 0 else distance.abs()  # no push beyond `cap` from the midpoint
+    undecided = -F.logsigmoid(far).mean() / math.log(2.0)
     use = torch.sigmoid(distance).mean(0)
     use = use / use.sum()
     spread = -(use * use.clamp_min(1e-12).log()).sum() / math.log(n)
@@ -222,7 +224,7 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
             # forward value exactly `selected`, gradient through the (possibly noisy) softmax
             gate = selected.to(scores.dtype) + (scores - scores.detach())
             balance = (selected.to(probs.dtype) * probs).mean()
-            partition = partition_loss(logits, k)
+            partition = partition_loss(logits, k, self.cfg.partition_cap)
         elif mode == "early":
             selected = torch.zeros(b, n, dtype=torch.bool, device=logits.device)
             selected[:, :k] = True
