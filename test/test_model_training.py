@@ -197,6 +197,8 @@ def test_partition_weight_adds_the_partition_loss_to_the_total_in_star_mode_only
     model = tiny(**{"loss.partition_weight": 0.5, "loss.balance_weight": 0.0}).train()
     out = model.compute_loss(batch(), generator=torch.Generator().manual_seed(0))
     assert out["partition"] != 0
+    choice = out["router"]  # of the noise-free logits the choice carries (computed for the loss, not per forward)
+    torch.testing.assert_close(out["partition"], partition_loss(choice.logits.detach(), choice.k))
     torch.testing.assert_close(out["total"].detach(), out["diffusion"] + 0.5 * out["partition"])
     out["total"].backward()
     assert model.router.time_proj.weight.grad.abs().sum() > 0

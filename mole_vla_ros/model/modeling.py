@@ -33,7 +33,7 @@ from torch import nn
 from .action_head import DiTActionHead
 from .configuration import SKIP_MODES, MoLeVLAConfig
 from .llm import MoLeLlama, load_local_llama_weights, load_smollm2_weights
-from .router import RouterChoice, STARRouter
+from .router import RouterChoice, STARRouter, partition_loss
 from .tokenizer import PromptTokenizer, TextBatch, build_tokenizer
 from .vision import FusedMLPProjector, VisionTower
 
@@ -330,7 +330,12 @@ class MoLeVLA(nn.Module):
             kd = diffusion.new_zeros(())
         lc = self.config.loss
         balance = out.choice.balance.to(diffusion.dtype)
-        partition = out.choice.partition.to(diffusion.dtype)
+        choice = out.choice
+        # the partition loss (off by default) is training-only work: computed here, not on every routed forward
+        if choice.mode == "star" and choice.k < self.config.num_layers:
+            partition = partition_loss(choice.logits, choice.k, self.config.router.partition_cap).to(diffusion.dtype)
+        else:
+            partition = diffusion.new_zeros(())
         total = diffusion + lc.kd_weight * kd + lc.balance_weight * balance
         if lc.partition_weight:
             total = total + lc.partition_weight * partition

@@ -14,9 +14,10 @@ Differences from the released code, on purpose:
   made alpha a learned constant (set temperature_source="bos" for the code's behaviour);
 - G is built as M + (p - p.detach()): its forward value is exactly M (M - p.detach() + p can be off by one ulp).
 
-Added (off by default): loss.partition_weight > 0 adds `partition_loss`, a router loss that is not the paper's: it
-rewards a decided choice per sample and an even use of the layers over the batch, so the router can only lower it by
-giving different samples different sets (see the function).
+Added (off by default): loss.partition_weight > 0 makes MoLeVLA.compute_loss add `partition_loss` of the choice's
+logits, a router loss that is not the paper's: it rewards a decided choice per sample and an even use of the layers
+over the batch, whose optimum gives different samples different sets (on the bundled data it did not: see the
+function).
 
 Added (off by default): router.depth_prior > 0 adds a fixed ramp, 0 for layer 0 down to -depth_prior for layer N-1,
 so that an untrained router picks the first k layers (early exit) and training moves a sample's choice only where
@@ -48,7 +49,7 @@ class RouterChoice:
     selected: [B, N] bool mask of running layers.
     gate:     [B, N] straight-through gate (value == selected; carries gradient in STAR training), or None.
     balance:  scalar balance loss mean(M * p) (the code's formula), 0 when the router did not pick.
-    partition: scalar `partition_loss` of the noise-free logits (STAR with k < N), 0 otherwise.
+    logits:   [B, N] the router's noise-free logits (MoLeVLA.compute_loss takes `partition_loss` of them).
     k:        number of active layers per sample.
     mode:     skip mode used.
     selected_host: `selected` on the CPU (one device->host copy per forward, reused by the layer loop).
@@ -62,17 +63,16 @@ class RouterChoice:
     k: int
     mode: str
     selected_host: torch.Tensor | None = None
-    partition: torch.Tensor | None = None
-    log_probs: torch.Tensor | None = None  # [B, N] log-softmax of the logits (detached): finite where probs underflow
+    logits: torch.Tensor | None = None
 
     def margins(self) -> torch.Tensor | None:
         """[B] how decided the choice is: the logit gap between the k-th and the (k+1)-th layer (log-probabilities
         differ as the logits do); None when every layer runs. Far below 1, small input changes flip the choice."""
         if self.k >= self.probs.shape[-1]:
             return None
-        # from the log-softmax, not log(probs): a gap of ~100 underflows probs to 0 and made it inf or nan
-        logp = self.log_probs if self.log_probs is not None else torch.log(self.probs.float())
-        top = logp.float().topk(self.k + 1, dim=-1).values
+        # from the logits, not log(probs): a gap of ~100 underflows probs to 0 and made it inf or nan
+        scores = self.logits.detach() if self.logits is not None else torch.log(self.probs)
+        top = scores.float().topk(self.k + 1, dim=-1).values
         return top[:, -2] - top[:, -1]
 
 
@@ -204,7 +204,6 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
             raise ValueError(f"skip_mode must be one of {list(SKIP_MODES)}, got {mode!r}.")
         probs = torch.softmax(logits.float(), dim=-1)
         zero = logits.sum() * 0.0
-        partition = zero
         if mode == "full" or (mode == "star" and k == n):
             selected = torch.ones(b, n, dtype=torch.bool, device=logits.device)
             gate = None
@@ -224,7 +223,6 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
             # forward value exactly `selected`, gradient through the (possibly noisy) softmax
             gate = selected.to(scores.dtype) + (scores - scores.detach())
             balance = (selected.to(probs.dtype) * probs).mean()
-            partition = partition_loss(logits, k, self.cfg.partition_cap)
         elif mode == "early":
             selected = torch.zeros(b, n, dtype=torch.bool, device=logits.device)
             selected[:, :k] = True
@@ -246,6 +244,5 @@ class STARRouter(DropsGraphsWhenMoved, nn.Module):
             k=k if mode != "full" else n,
             mode=mode,
             selected_host=sel_cpu,
-            partition=partition,
-            log_probs=torch.log_softmax(logits.detach().float(), dim=-1),
+            logits=logits,
         )
