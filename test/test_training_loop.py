@@ -164,6 +164,7 @@ def test_router_choices_change_with_stage2_training(dataset, stage1, tmp_path):
     meta = json.loads((tmp_path / "final" / "config.json").read_text())
     assert meta["config"]["active_layers"] == 2 and meta["config"]["skip_mode"] == "star"
     assert meta["config"]["loss"]["kd_form"] == "paper" and summary.final_cogkd > 1e-4  # the paper's scale
+    assert summary.final_partition is None and "partition" not in summary.text()
     assert meta["extra"]["training"]["stage"] == "mole" and meta["extra"]["training"]["cogkd"] is True
 
 
@@ -177,6 +178,8 @@ def test_the_partition_loss_decides_the_choice_the_balance_loss_leaves_tied(data
     # a near-tie at the start (as with the balance loss, test above), a decided choice at the end
     assert summary.router_margin_initial < 0.01 and summary.router_margin_final > 0.5
     assert rows[-1]["partition"] < rows[0]["partition"] < 0
+    # the summary reports it (the balance-loss run above has no partition term, so none)
+    assert summary.final_partition == rows[-1]["partition"] and ", partition -" in summary.text()
     meta = json.loads((tmp_path / "final" / "config.json").read_text())
     assert meta["config"]["loss"]["partition_weight"] == 0.1 and meta["config"]["loss"]["balance_weight"] == 0.0
 

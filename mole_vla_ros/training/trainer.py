@@ -82,6 +82,8 @@ class TrainingSummary:
     # train the router (None otherwise): how decided STAR's choice is. Far below 1 it is a near-tie
     router_margin_initial: float | None = None
     router_margin_final: float | None = None
+    # the last logged partition loss (router.partition_loss) for runs that weight it (None otherwise)
+    final_partition: float | None = None
 
     def text(self) -> str:
         usage = " ".join(f"{u:.2f}" for u in self.layer_usage)
@@ -91,7 +93,9 @@ class TrainingSummary:
             f"  steps {self.start_step} -> {self.steps}, {self.samples_seen} samples in {self.seconds:.1f} s "
             f"({self.samples_per_s:.1f} samples/s)",
             f"  loss {self.first_loss if self.first_loss is not None else float('nan'):.4f} -> {self.final_loss:.4f} "
-            f"(diffusion {self.final_diffusion:.4f}, cogkd {self.final_cogkd:.3g}, balance {self.final_balance:.4f})",
+            f"(diffusion {self.final_diffusion:.4f}, cogkd {self.final_cogkd:.3g}, balance {self.final_balance:.4f}"
+            + ("" if self.final_partition is None else f", partition {self.final_partition:.4f}")
+            + ")",
             f"  validation diffusion loss: {'n/a' if self.val_loss is None else f'{self.val_loss:.4f}'}",
             f"  layers: k={self.active_layers} of N={self.num_layers}; usage per layer: {usage}",
             f"  router choice changed on {changed}/{len(self.router_probe_final)} probe samples",
@@ -779,6 +783,7 @@ class Trainer:
             final_diffusion=last.get("diffusion", float("nan")),
             final_cogkd=last.get("cogkd", float("nan")),
             final_balance=last.get("balance", float("nan")),
+            final_partition=last.get("partition") if self.model.config.loss.partition_weight else None,
             val_loss=val_loss,
             active_layers=self.k,
             num_layers=self.model.config.num_layers,
