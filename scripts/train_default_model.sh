@@ -8,9 +8,12 @@
 #   BASELINES=0 bash scripts/train_default_model.sh               # only the checkpoint (no ablation, no baselines)
 #   STEPS1=500 STEPS2=300 bash scripts/train_default_model.sh     # a quick, much weaker run
 #   STEPS1B=1500 bash scripts/train_default_model.sh              # + stage 1b with 200 expert takeovers (~30 min more)
-#   STAR_OPTIONS="--gumbel-anneal 0" bash scripts/train_default_model.sh   # the previous models/default (eval/previous)
-#   STEPS1=3000 STEPS2=1000 STAR_OPTIONS="--model-override router.gumbel_noise=false" \
+#   STAR_OPTIONS="--balance-weight 0.01 --partition-weight 0" \
+#     bash scripts/train_default_model.sh                         # the previous models/default (eval/previous)
+#   STAR_OPTIONS="--balance-weight 0.01 --partition-weight 0 --gumbel-anneal 0" \
 #     bash scripts/train_default_model.sh                         # the one before it (eval/older)
+#   STEPS1=3000 STEPS2=1000 STAR_OPTIONS="--model-override router.gumbel_noise=false --balance-weight 0.01 \
+#     --partition-weight 0" bash scripts/train_default_model.sh    # the one before that (eval/oldest)
 #
 # Every stage resumes (--resume auto) and finished stages are skipped, so the script can be re-run after a stop.
 # Measured on this 2-core CPU (MODEL_CARD.md): recording and dataset ~1 min, stage 1 with its vision features ~55 min
@@ -34,7 +37,8 @@ STEPS2=${STEPS2:-2000}           # stage 2 optimizer steps (batch 32), for MoLe 
 BASELINES=${BASELINES:-1}
 # extra `mole-vla train` options for the two STAR runs (MoLe and its no-CogKD ablation), e.g.
 # STAR_OPTIONS="--gumbel-anneal 0" (the preset trains STAR with the paper's Eq. 12 noise, annealed to zero over the
-# first half of stage 2; 0 keeps it constant)
+# first half of stage 2; 0 keeps it constant) or STAR_OPTIONS="--balance-weight 0.01 --partition-weight 0" (the
+# paper's balance loss at the code's weight instead of the preset's router loss, the partition loss at 0.002)
 STAR_OPTIONS=${STAR_OPTIONS:-}
 SIM_EPISODES=${SIM_EPISODES:-100} # closed-loop episodes per setting (seeds 5000..; 0 = skip): 30 cannot tell 5 % from 15 %
 EVAL_SAMPLES=${EVAL_SAMPLES:-480} # held-out samples for the offline comparison (fixed random subset)
@@ -146,7 +150,7 @@ if [ "$STEPS1B" -gt 0 ]; then
 fi
 
 # stage 2, all from the stage-1 model with the same steps, data order and EMA teacher where CogKD is on:
-#   mole       STAR router at k = 4 of 8 layers + CogKD   (this is models/default)
+#   mole       STAR router at k = 4 of 8 layers + CogKD   (this is models/default; router loss: the partition loss)
 #   mole_nokd  the same without CogKD                     (the paper's ablation)
 #   random     k random layers per sample + CogKD         (trained random-skip baseline)
 #   early      the first k layers + CogKD                 (trained early-exit baseline)

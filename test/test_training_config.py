@@ -122,7 +122,7 @@ def test_cli_options_map_onto_the_config(tmp_path):
     assert (cfg.stage, cfg.cogkd, cfg.steps, cfg.warmup_steps, cfg.seed) == ("mole", False, 12, 7, 5)
     assert (cfg.skip_mode, cfg.kd_form, TrainingConfig.preset("sim-default").kd_form) == ("early", "code", "paper")
     assert cfg.augment.enabled and cfg.lr == TrainingConfig.preset("sim-default").lr and cfg.gumbel_anneal == 0.5
-    assert cfg.partition_weight == 0.01 and TrainingConfig.preset("sim-default").partition_weight is None
+    assert cfg.partition_weight == 0.01 and TrainingConfig.preset("sim-default").partition_weight == 0.002
     assert cfg.model_overrides["llm.num_layers"] == 6 and cfg.model_overrides["llm.tokenizer"] == "byte"
     assert cfg.model_overrides["vision.backbone"] == "efficientnet_lite0"  # the preset's overrides are kept
 

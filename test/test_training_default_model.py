@@ -192,7 +192,11 @@ def test_depth_prior_study_in_the_card_is_the_files_numbers():
     rows = {  # card row -> (offline eval file, its row, closed-loop files for seeds 5000 and 6000)
         "| prior 2, balance 0.01 |": (ev / "depth_prior/dp2_s0.json", star, "depth_prior/sim_eval_dp2_s0_s{}.json"),
         "| prior 2, balance 0 |": (ev / "depth_prior/dp2bw0_s0.json", star, "depth_prior/sim_eval_dp2bw0_s0_s{}.json"),
-        "| no prior, balance 0.01 (this checkpoint) |": (ev / "eval.json", star, ("sim_eval.json", "s6000_mole.json")),
+        "| no prior, balance 0.01 (previous model) |": (
+            ev / "previous/eval.json",
+            star,
+            ("previous/sim_eval.json", "previous/s6000_mole.json"),
+        ),
         "| no prior, balance 0 |": (ev / "balance0/bw0_seed0.json", star, "balance0/sim_eval_bw0_seed0_s{}.json"),
         "| early exit, trained |": (
             ev / "eval.json",
@@ -232,7 +236,7 @@ def test_two_task_study_in_the_card_is_the_files_numbers():
     ev = MODEL / "eval" / "multitask"
     rows = {  # card row -> (offline eval file, its row, closed-loop name and skip mode, or None)
         "| full depth (stage 1) |": ("eval.json", "full depth", ("full", "full")),
-        "| STAR, balance 0.01 (this recipe) |": ("eval.json", "MoLe (STAR) k=4", ("mole", "star")),
+        "| STAR, balance 0.01 (previous model's recipe) |": ("eval.json", "MoLe (STAR) k=4", ("mole", "star")),
         "| random skip, STAR's weights |": ("eval.json", "random skip k=4 (MoLe model)", None),
         "| early exit, trained |": ("eval.json", "early exit k=4 (trained)", ("early", "early")),
         "| STAR, balance 0 |": ("eval_bw0.json", "MoLe (STAR) k=4", ("bw0", "star")),
@@ -309,7 +313,7 @@ def test_partition_loss_study_in_the_card_is_the_files_numbers():
     balance_table = _card_section("**Is the router deciding anything?", "**A depth prior")
     sources = {
         "| balance 0 |": "| STAR + CogKD, balance 0 |",
-        "| balance 0.01": "| STAR + CogKD, balance 0.01 (this recipe) |",
+        "| balance 0.01": "| STAR + CogKD, balance 0.01 (previous model's recipe) |",
         "| early exit, trained |": "| early exit, trained |",
     }
     for start, source in sources.items():
@@ -320,3 +324,57 @@ def test_partition_loss_study_in_the_card_is_the_files_numbers():
     gaps = ", ".join(f"{e - x:.2f}" for e, x in zip(early_seeds, star))
     text = " ".join(card.split())
     assert f"by {gaps.rsplit(', ', 1)[0]} and {gaps.rsplit(', ', 1)[1]} mm" in text
+
+
+def test_held_out_table_in_the_card_is_eval_json():
+    """The card's main held-out table (Results): every cell of every row is the bundled eval/eval.json's, so a model
+    swap cannot leave a stale table behind."""
+    results = json.loads((MODEL / "eval" / "eval.json").read_text(encoding="utf-8"))["results"]
+    by_label = {r["label"]: r for r in results}
+    full = by_label["full depth"]["translation_m"]
+    section = _card_section("Held-out action error", "**Training-seed spread")
+    rows = [line for line in section if line.startswith("| ") and not line.startswith("| method")]
+    labels = {  # card row (bold and "(this checkpoint)" removed) -> eval.json label, where they differ
+        "full depth (stage-1 model)": "full depth",
+        "MoLe (STAR + partition loss) k=4": "MoLe (STAR) k=4",
+    }
+    seen = set()
+    for line in rows:
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        name = cells[0].replace("**", "").replace(" (this checkpoint)", "").strip()
+        row = by_label[labels.get(name, name)]
+        seen.add(row["label"])
+        deg = 180 / np.pi
+        expected = [
+            f"{row['active_layers']}/{row['num_layers']}",
+            f"{row['gflops']:.3f}",
+            f"{row['translation_m'] * 1e3:.2f} ± {row['translation_m_std'] * 1e3:.2f}",
+            f"{row['rotation_rad'] * deg:.2f} ± {row['rotation_rad_std'] * deg:.2f}",
+            f"{row['gripper_acc']:.3f}",
+            f"{row['reach_translation_m'] * 1e3:.1f}",
+            f"{(row['translation_m'] / full - 1) * 100:+.1f} %",
+        ]
+        assert [c.replace("**", "") for c in cells[1:]] == expected, line
+    assert seen == set(by_label), set(by_label) - seen  # every evaluated row is in the card
+
+
+def test_training_table_rows_in_the_card_are_the_summaries():
+    """The card's training table (Results): each stage-2 row's final loss and validation loss are its run's
+    eval/summary_stage2_*.json, and the checkpoint's row also its loss components."""
+    section = _card_section("Training (`eval/summary_*.json`", "The validation loss")
+    rows = {
+        "| **MoLe: STAR k=4": "mole",
+        "| MoLe without CogKD": "mole_nokd",
+        "| random skip k=4, trained |": "random",
+        "| early exit k=4, trained |": "early",
+    }
+    for start, name in rows.items():
+        summary = json.loads((MODEL / "eval" / f"summary_stage2_{name}.json").read_text(encoding="utf-8"))
+        (line,) = [line for line in section if line.startswith(start)]
+        cells = [c.strip() for c in line.strip("|").split("|")]
+        assert cells[1] == f"+{summary['steps']}", line
+        assert cells[2].split(" ")[0] == f"{summary['final_loss']:.3f}", line
+        assert cells[3].replace("**", "") == f"{summary['val_loss']:.4f}", line
+        if name == "mole":
+            parts = f"(diffusion {summary['final_diffusion']:.3f}, CogKD {summary['final_cogkd']:.4f}"
+            assert parts in cells[2], line
