@@ -295,20 +295,18 @@ def test_partition_loss_study_in_the_card_is_the_files_numbers():
         a, b = (_sim_successes(folder / f"sim_eval_pw002_seed{seed}_s{s}.json", "star") for s in (5000, 6000))
         quoted.append(f"{a + b}/200 ({a} + {b})")
     assert got[7] == ", ".join(quoted)
-    row, full = _eval_row(folder / "pw002_nokd_seed0.json", "MoLe (STAR) k=4")
-    got = cells("| partition 0.002, balance 0, no CogKD |")
-    assert float(got[1]) == round(row["translation_m"] * 1e3, 2), got
-    assert got[5] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %" and row["layer_sets"] == 1
-    assert got[6] == ",".join(map(str, row["top_layer_sets"][0][0]))
-    a, b = (_sim_successes(folder / f"sim_eval_pw002_nokd_seed0_s{s}.json", "star") for s in (5000, 6000))
-    assert got[7] == f"{a + b}/200 ({a} + {b})"
-    row, full = _eval_row(folder / "pw002cap2_seed0.json", "MoLe (STAR) k=4")
-    got = cells("| partition 0.002, balance 0, cap 2 |")
-    assert float(got[1]) == round(row["translation_m"] * 1e3, 2), got
-    assert got[5] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %" and row["layer_sets"] == 1
-    assert got[6] == ",".join(map(str, row["top_layer_sets"][0][0]))
-    a, b = (_sim_successes(folder / f"sim_eval_pw002cap2_seed0_s{s}.json", "star") for s in (5000, 6000))
-    assert got[7] == f"{a + b}/200 ({a} + {b})"
+    # single-seed rows: no CogKD, and the partition cap at 2
+    for start, run in (
+        ("| partition 0.002, balance 0, no CogKD |", "pw002_nokd"),
+        ("| partition 0.002, balance 0, cap 2 |", "pw002cap2"),
+    ):
+        row, full = _eval_row(folder / f"{run}_seed0.json", "MoLe (STAR) k=4")
+        got = cells(start)
+        assert float(got[1]) == round(row["translation_m"] * 1e3, 2), got
+        assert got[5] == f"{(row['translation_m'] / full - 1) * 100:+.1f} %" and row["layer_sets"] == 1
+        assert got[6] == ",".join(map(str, row["top_layer_sets"][0][0]))
+        a, b = (_sim_successes(folder / f"sim_eval_{run}_seed0_s{s}.json", "star") for s in (5000, 6000))
+        assert got[7] == f"{a + b}/200 ({a} + {b})"
     row, full = _eval_row(folder / "pw01_seed0.json", "MoLe (STAR) k=4")
     got = cells("| partition 0.01, balance 0 |")
     assert (
