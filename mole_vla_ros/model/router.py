@@ -60,10 +60,10 @@ class RouterChoice:
     selected: torch.Tensor
     gate: torch.Tensor | None
     balance: torch.Tensor
+    logits: torch.Tensor
     k: int
     mode: str
     selected_host: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
 
     def margins(self) -> torch.Tensor | None:
         """[B] how decided the choice is: the logit gap between the k-th and the (k+1)-th layer (log-probabilities
@@ -71,8 +71,7 @@ class RouterChoice:
         if self.k >= self.probs.shape[-1]:
             return None
         # from the logits, not log(probs): a gap of ~100 underflows probs to 0 and made it inf or nan
-        scores = self.logits.detach() if self.logits is not None else torch.log(self.probs)
-        top = scores.float().topk(self.k + 1, dim=-1).values
+        top = self.logits.detach().float().topk(self.k + 1, dim=-1).values
         return top[:, -2] - top[:, -1]
 
 
@@ -100,8 +99,9 @@ def partition_loss(logits: torch.Tensor, k: int, cap: float = 0.0) -> torch.Tens
     samples. The spread term pushes every sample the same way, the undecided term locks in whatever set the batch
     already runs, and under Adam the logits grow to hundreds (margins of 20 to 50), so the router ends on one set
     for every sample, as without the balance loss (at weight 0.002 its k = 4 error was below trained early exit's at
-    three training seeds: see the card). `cap` > 0 (router.partition_cap) stops the push once a logit is that far
-    from the midpoint (beyond it the term is constant), so decided logits stop growing.
+    three training seeds: see the card). `cap` > 0 (router.partition_cap) stops this loss's push once a logit is that
+    far from the midpoint (beyond it the term is constant); the other losses' gradients through the gate can still
+    move it (at cap 2 the bundled recipe's margin ended at 16.6 instead of 49.9).
     """
     z = logits.float()
     n = z.shape[-1]
